@@ -1,0 +1,211 @@
+"""Validated, frozen configuration models for every pipeline stage.
+
+Each stage (``gt``, ``train``, ``predict``, ``instances``, ``qa``) has one frozen pydantic model
+carrying the deepflash2 defaults (Griebel et al. 2023, Methods). They compose into one
+:class:`RunConfig` that is imported from / exported to JSON, so a deepflash2 user can keep a
+configuration file next to the data. Variants are values (``method="staple"``), never subclasses.
+Unknown keys and bad values raise :class:`ConfigError` naming the offending key.
+
+Cluster knobs are *not* here: they live in ``dask.config`` under the ``scaleseg`` key
+(see :mod:`scaleseg.cluster`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "ConfigError",
+    "GTConfig",
+    "TrainConfig",
+    "PredictConfig",
+    "InstancesConfig",
+    "QAConfig",
+    "ConvertConfig",
+    "RunConfig",
+    "from_dict",
+    "load_config",
+    "save_config",
+    "STAGES",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message names the key and the problem."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+Shape2D = tuple[int, int]
+
+
+def _positive_shape(value: tuple[int, ...]) -> tuple[int, ...]:
+    if any(int(v) <= 0 for v in value):
+        raise ValueError(f"all sizes must be positive, got {value}")
+    return value
+
+
+class ConvertConfig(_Frozen):
+    """Conversion of image/mask folders into an OME-Zarr collection."""
+
+    chunks: Shape2D = (512, 512)
+    n_levels: int = Field(3, ge=1, le=12, description="multiscale levels including full resolution")
+    ngff_version: Literal["0.4", "0.5"] = "0.5"
+
+    _check_chunks = field_validator("chunks")(_positive_shape)
+
+
+class GTConfig(_Frozen):
+    """Ground-truth estimation from several experts' masks."""
+
+    method: Literal["staple", "majority_vote"] = "staple"
+    undecided: Literal["best_expert", "background"] = Field(
+        "best_expert",
+        description="rule for pixels without a decision: the label of the best-scoring expert "
+        "(deepflash2) or background",
+    )
+    staple_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    n_classes: int | None = Field(None, ge=1, description="foreground classes; None = infer")
+    min_size: int = Field(0, ge=0, description="instances smaller than this (pixels) are ignored")
+
+
+class TrainConfig(_Frozen):
+    """Ensemble training (deepflash2 defaults, section Methods)."""
+
+    arch: str = "Unet"
+    encoder: str = "tu-convnext_tiny"
+    encoder_weights: str | None = Field(
+        "imagenet", description="'imagenet' (local cache only), a local file path, or None"
+    )
+    n_classes: int = Field(2, ge=2, description="including background")
+    loss: Literal["ce_dice", "focal", "tversky", "lovasz", "ce"] = "ce_dice"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-3, ge=0)
+    batch_size: int = Field(4, ge=1)
+    tile_shape: Shape2D = (512, 512)
+    frozen_epochs: int = Field(1, ge=0)
+    epochs: int = Field(25, ge=1)
+    n_folds: int = Field(5, ge=2)
+    n_models: int | None = Field(None, ge=1, description="models to train; None = n_folds")
+    tiles_per_epoch: int = Field(512, ge=1)
+    scale: float = Field(1.0, gt=0, description="zoom-out factor for large structures")
+    augmentations: tuple[str, ...] = ("flip", "rotate90", "rotate", "gamma")
+    mixed_precision: bool = True
+    early_stopping_patience: int | None = Field(None, ge=1)
+    seed: int = 0
+
+    _check_tile = field_validator("tile_shape")(_positive_shape)
+
+
+class PredictConfig(_Frozen):
+    """Ensemble inference with Gaussian-weighted sliding windows and test-time augmentation."""
+
+    tile_shape: Shape2D | None = Field(None, description="None = the ensemble's tile shape")
+    overlap: float = Field(0.5, ge=0.0, lt=1.0, description="window overlap as a tile fraction")
+    block_shape: Shape2D = (2048, 2048)
+    halo: int | None = Field(None, ge=0, description="None = the window overlap")
+    tta: Literal["none", "flips", "dihedral"] = "flips"
+    zeta: float = Field(4.0, gt=0, description="uncertainty scale ζ (u in [0, 1] for ζ = 4)")
+    batch_size: int = Field(4, ge=1)
+    probabilities_dtype: Literal["float32", "float16"] = "float16"
+    write_probabilities: bool = True
+    retries: int = Field(2, ge=0)
+
+    _check_block = field_validator("block_shape")(_positive_shape)
+
+
+class InstancesConfig(_Frozen):
+    """Instance separation of the semantic prediction."""
+
+    method: Literal["cellpose", "flows", "watershed", "none"] = "watershed"
+    min_size: int = Field(15, ge=0)
+    flow_threshold: float = Field(0.4, ge=0)
+    cellprob_threshold: float = 0.5
+    cellpose_model: str | None = Field(None, description="local path or cellpose cache model name")
+    diameter: float | None = Field(None, gt=0)
+
+
+class QAConfig(_Frozen):
+    """Quality assurance: ranking, Umin, OOD flags, report."""
+
+    metric: Literal["dice", "map", "ap50"] = "dice"
+    tau: float = Field(0.75, ge=0, le=1, description="score below which a test image counts as failed")
+    umin: float | None = Field(None, ge=0, le=1, description="fixed Umin; None = estimate")
+    top_n: int = Field(24, ge=0)
+
+
+STAGES = ("convert", "gt", "train", "predict", "instances", "qa")
+
+
+class RunConfig(_Frozen):
+    """All stages in one document (exported as JSON beside every output)."""
+
+    convert: ConvertConfig = ConvertConfig()
+    gt: GTConfig = GTConfig()
+    train: TrainConfig = TrainConfig()
+    predict: PredictConfig = PredictConfig()
+    instances: InstancesConfig = InstancesConfig()
+    qa: QAConfig = QAConfig()
+
+    def updated(self, stage: str, **values: Any) -> RunConfig:
+        """Return a copy with ``values`` applied to ``stage`` (validated)."""
+        if stage not in STAGES:
+            raise ConfigError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+        current = getattr(self, stage).model_dump()
+        current.update({k: v for k, v in values.items() if v is not None})
+        data = self.model_dump()
+        data[stage] = current
+        return from_dict(data)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {loc}: unknown key")
+        else:
+            lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
+    return f"invalid configuration in {source}:\n" + "\n".join(lines)
+
+
+def from_dict(data: dict[str, Any], *, source: str = "<dict>") -> RunConfig:
+    """Validate a (possibly partial) dict into a :class:`RunConfig`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration in {source}: expected a JSON object")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+
+
+def load_config(path: str | Path | None) -> RunConfig:
+    """Load a JSON run configuration; ``None`` gives the defaults. Missing keys take defaults."""
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    return from_dict(data, source=str(path))
+
+
+def save_config(config: RunConfig, path: str | Path) -> Path:
+    """Write ``config`` as JSON and return the path."""
+    path = Path(path)
+    path.write_text(config.to_json() + "\n")
+    return path
