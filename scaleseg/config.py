@@ -135,7 +135,9 @@ class QAConfig(_Frozen):
     """Quality assurance: ranking, Umin, OOD flags, report."""
 
     metric: Literal["dice", "map", "ap50"] = "dice"
-    tau: float = Field(0.75, ge=0, le=1, description="score below which a test image counts as failed")
+    tau: float = Field(
+        0.75, ge=0, le=1, description="score below which a test image counts as failed"
+    )
     umin: float | None = Field(None, ge=0, le=1, description="fixed Umin; None = estimate")
     top_n: int = Field(24, ge=0)
 

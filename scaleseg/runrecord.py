@@ -170,8 +170,13 @@ class RunRecord:
             "error": None,
         }
         self._t0 = time.perf_counter()
+        self._existed = self.out_dir.exists()
 
     # -- collection -------------------------------------------------------------------------
+    def set_config(self, config: Any) -> None:
+        """Record the effective configuration (after command-line flags were applied)."""
+        self.data["config"] = _jsonable(config)
+
     def add_input(self, path: str | Path, *, name: str | None = None) -> None:
         key = name or str(path)
         self.data["inputs"][key] = {"path": str(path), **cheap_hash(path)}
@@ -212,9 +217,9 @@ class RunRecord:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc is None:
             self.finish("ok")
-        elif self.out_dir.exists():
-            # record the failure only where outputs already exist; never create a folder that
-            # could look like a finished result
+        elif self.out_dir.exists() and not self._existed:
+            # record a failure only in a folder this run created: never create a folder that
+            # could look like a finished result, never touch an earlier run's record
             self.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", exc)
 
 

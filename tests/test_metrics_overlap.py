@@ -14,7 +14,9 @@ PRED = np.array([[1, 0, 2], [1, 2, 0], [0, 0, 2]], dtype=np.uint8)
 
 def _sitk_overlap(pred, ref):
     f = sitk.LabelOverlapMeasuresImageFilter()
-    f.Execute(sitk.GetImageFromArray(ref.astype(np.uint8)), sitk.GetImageFromArray(pred.astype(np.uint8)))
+    f.Execute(
+        sitk.GetImageFromArray(ref.astype(np.uint8)), sitk.GetImageFromArray(pred.astype(np.uint8))
+    )
     return f
 
 
@@ -22,7 +24,12 @@ def _multiclass_pair(seed, n_classes=3, shape=(96, 80)):
     rng = np.random.default_rng(seed)
     ref = np.zeros(shape, dtype=np.uint8)
     for c in range(1, n_classes + 1):
-        blobs = binary_blobs(length=max(shape), blob_size_fraction=0.15, volume_fraction=0.2, rng=int(rng.integers(1 << 30)))
+        blobs = binary_blobs(
+            length=max(shape),
+            blob_size_fraction=0.15,
+            volume_fraction=0.2,
+            rng=int(rng.integers(1 << 30)),
+        )
         ref[blobs[: shape[0], : shape[1]]] = c
     pred = ref.copy()
     flip = rng.random(shape) < 0.15
@@ -70,7 +77,9 @@ def test_both_empty_is_one_and_one_empty_is_zero():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_binary_matches_simpleitk(seed):
     rng = np.random.default_rng(seed)
-    ref = binary_blobs(length=128, blob_size_fraction=0.1, volume_fraction=0.3, rng=seed).astype(np.uint8)
+    ref = binary_blobs(length=128, blob_size_fraction=0.1, volume_fraction=0.3, rng=seed).astype(
+        np.uint8
+    )
     pred = ref.copy()
     flip = rng.random(ref.shape) < 0.1
     pred[flip] = 1 - pred[flip]

@@ -6,6 +6,7 @@ All functions are pure numpy/scipy and take an explicit ``numpy.random.Generator
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 
 __all__ = ["Ellipses", "place_ellipses", "rasterize_ellipses", "smooth_field"]
 
@@ -16,8 +17,9 @@ _HARMONICS = np.array([2.0, 3.0, 4.0])
 def smooth_field(rng, shape, scale):
     """Zero-mean, unit-variance smooth random field.
 
-    A white-noise grid with node spacing ``scale`` is interpolated with separable Gaussian
-    kernels, which is much faster than filtering a full-size noise image.
+    Small scales filter full-size white noise with a Gaussian of sigma ``scale``; large scales
+    interpolate a white-noise grid of node spacing ``scale`` with separable Gaussian kernels,
+    which is much faster than filtering with a wide kernel.
 
     Parameters
     ----------
@@ -31,6 +33,11 @@ def smooth_field(rng, shape, scale):
     -------
     field : (Y, X) ndarray of float32
     """
+    if scale < 8.0:  # filtering full-size noise is cheaper than the basis product here
+        field = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), scale)
+        field -= field.mean()
+        std = float(field.std())
+        return field / std if std > 0 else field
     bases = []
     for n in shape:
         n_nodes = int(np.ceil(n / scale)) + 5
@@ -83,6 +90,13 @@ class Ellipses:
             self.cy + dy, self.cx + dx, self.a * factor, self.b * factor,
             self.theta, self.amp, self.phase,
         )  # fmt: skip
+
+    @staticmethod
+    def concat(first, second):
+        """Return the objects of ``first`` followed by those of ``second``."""
+        return Ellipses(
+            *(np.concatenate([getattr(first, k), getattr(second, k)]) for k in Ellipses.__slots__)
+        )
 
     @staticmethod
     def random_shapes(rng, radius, aspect):

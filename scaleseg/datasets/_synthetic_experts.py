@@ -100,23 +100,63 @@ def _separate(mask, owner, merged_keys, n_labels):
     return mask & ~cut
 
 
-def _fill_neck(mask, owner, a, b, radius=3):
-    """Close the gap between the expert outlines of touching objects ``a`` and ``b``."""
-    pair = mask & ((owner == a) | (owner == b))
-    ys, xs = np.nonzero(pair)
-    if ys.size == 0:
-        return
-    pad = radius + 1
-    y0, y1 = max(0, ys.min() - pad), min(mask.shape[0], ys.max() + pad + 1)
-    x0, x1 = max(0, xs.min() - pad), min(mask.shape[1], xs.max() + pad + 1)
+def _fill_neck(mask, owner, a, b, boxes, radius=3):
+    """Close the gap between the expert outlines of touching objects ``a`` and ``b``.
+
+    ``boxes`` are the ground-truth bounding boxes (`scipy.ndimage.find_objects`); the window
+    is padded to cover the expert's dilation.
+    """
+    pad = radius + 8
+    box = [
+        slice(max(0, min(sa.start, sb.start) - pad), min(n, max(sa.stop, sb.stop) + pad))
+        for sa, sb, n in zip(boxes[a - 1], boxes[b - 1], mask.shape)
+    ]
+    win_mask, win_owner = mask[tuple(box)], owner[tuple(box)]
+    pair = win_mask & ((win_owner == a) | (win_owner == b))
     disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
-    closed = ndi.binary_closing(pair[y0:y1, x0:x1], structure=disk, border_value=0)
-    new = closed & ~mask[y0:y1, x0:x1]
-    mask[y0:y1, x0:x1] |= new
-    owner[y0:y1, x0:x1][new] = a
+    closed = ndi.binary_closing(pair, structure=disk, border_value=0)
+    new = closed & ~win_mask
+    win_mask |= new
+    win_owner[new] = a
 
 
-def simulate_experts(rng, instances, classes, object_snr, *, debris, n_experts, n_classes):
+def _outside_distance(kept, keep, d_all, owner_all, boxes, reach):
+    """Distance to, and label of, the nearest kept object pixel, exact up to ``reach``.
+
+    Starts from the transform of all objects (``d_all``, ``owner_all``) and recomputes it in a
+    window around each missed object only: a pixel whose nearest object is missed lies farther
+    than ``reach`` from any kept object unless it is within ``reach`` of the missed object, and
+    then its nearest kept pixel is within ``2 * reach`` of that object's box.
+    """
+    d_out, owner = d_all.copy(), owner_all.copy()
+    for m in np.flatnonzero(~keep[1:]) + 1:
+        box = boxes[m - 1]
+        if box is None:
+            continue
+        outer = tuple(
+            slice(max(0, b.start - 2 * reach), min(n, b.stop + 2 * reach))
+            for b, n in zip(box, kept.shape)
+        )
+        inner = np.zeros(kept[outer].shape, dtype=bool)
+        inner[
+            tuple(
+                slice(max(0, b.start - reach) - o.start, min(n, b.stop + reach) - o.start)
+                for b, o, n in zip(box, outer, kept.shape)
+            )
+        ] = True
+        target = inner & (owner_all[outer] == m)
+        window = kept[outer]
+        if window.any():
+            dist, (iy, ix) = ndi.distance_transform_edt(~window, return_indices=True)
+            labels = owner_all[outer][iy, ix]
+        else:
+            dist, labels = np.full(window.shape, np.inf), np.zeros(window.shape, np.int64)
+        d_out[outer][target] = dist[target]
+        owner[outer][target] = labels[target]
+    return d_out, owner
+
+
+def simulate_experts(rng, instances, classes, object_snr, *, pairs, debris, n_experts, n_classes):
     """Simulate ``n_experts`` semantic annotations of the ground-truth instances.
 
     Each expert follows a personality (`PERSONALITIES`): a signed boundary offset plus smooth
@@ -134,6 +174,8 @@ def simulate_experts(rng, instances, classes, object_snr, *, debris, n_experts, 
         Class of each instance label (index 0 unused).
     object_snr : (N + 1,) ndarray of float64
         Mean object signal over background noise std for each label (index 0 unused).
+    pairs : (P, 2) ndarray of int64
+        Touching instance pairs, from `touching_pairs`.
     debris : Ellipses
         Ambiguous non-object structures visible in the image.
     n_experts, n_classes : int
@@ -150,8 +192,12 @@ def simulate_experts(rng, instances, classes, object_snr, *, debris, n_experts, 
     n = classes.shape[0] - 1
     fg = instances > 0
     d_in = _inner_distance(instances, fg)
-    pairs = touching_pairs(instances)
+    if fg.any():
+        d_all, idx = ndi.distance_transform_edt(~fg, return_indices=True)
+        owner_all = instances[idx[0], idx[1]].astype(np.int64)
+        del idx
     debris_labels, _ = rasterize_ellipses(debris, shape)
+    boxes = ndi.find_objects(instances)
     experts, meta = {}, {}
     for k in range(n_experts):
         p = personality(k)
@@ -164,19 +210,19 @@ def simulate_experts(rng, instances, classes, object_snr, *, debris, n_experts, 
             cls[flip] = (cls[flip] - 1 + rng.integers(1, n_classes, flip.size)) % n_classes + 1
         else:
             flip = np.empty(0, dtype=np.int64)
-        jitter = p["bias_px"] + p["jitter_px"] * smooth_field(rng, shape, 6.0)
+        threshold = p["bias_px"] + p["jitter_px"] * smooth_field(rng, shape, 6.0)
         kept = keep[instances]
         mask = np.zeros(shape, dtype=bool)
         owner = np.zeros(shape, dtype=np.int64)
         if kept.any():
-            d_out, idx = ndi.distance_transform_edt(~kept, return_indices=True)
-            owner = np.where(kept, instances, instances[idx[0], idx[1]]).astype(np.int64)
-            mask = np.where(kept, 0.5 - d_in, d_out - 0.5) < jitter
+            reach = int(np.ceil(threshold.max())) + 2
+            d_out, owner = _outside_distance(kept, keep, d_all, owner_all, boxes, reach)
+            mask = np.where(kept, 0.5 - d_in, d_out - 0.5) < threshold
         both = keep[pairs[:, 0]] & keep[pairs[:, 1]] if pairs.size else np.zeros(0, bool)
         merged = pairs[both & (rng.random(len(pairs)) < p["p_merge"])]
         mask = _separate(mask, owner, merged[:, 0] * (n + 1) + merged[:, 1], n)
         for a, b in merged:
-            _fill_neck(mask, owner, a, b)
+            _fill_neck(mask, owner, a, b, boxes)
         semantic = np.where(mask, cls[owner], 0).astype(np.uint8)
         # False objects: ambiguous debris, plus small blobs at random background positions.
         extra = np.flatnonzero(rng.random(len(debris)) < p["p_extra"])

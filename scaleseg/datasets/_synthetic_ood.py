@@ -77,18 +77,21 @@ def vessels_signal(rng, shape, *, width=(3.0, 8.0)):
         start = [(0.0, t * xmax), (ymax - 1.0, t * xmax), (t * ymax, 0.0), (t * ymax, xmax - 1.0)]
         heading = (np.pi / 2, -np.pi / 2, 0.0, np.pi)[side] + rng.normal(0.0, 0.3)
         stack.append((*start[side], heading, rng.uniform(*width), 0))
+    max_steps = int(1.5 * max(shape))
     while stack:
         y, x, heading, w, depth = stack.pop()
-        for _ in range(int(1.5 * max(shape))):
-            heading += rng.normal(0.0, 0.06)
-            y, x = y + np.sin(heading), x + np.cos(heading)
-            if not (0 <= y < ymax and 0 <= x < xmax):
-                break
-            centre[int(y), int(x)] = True
-            diameter[int(y), int(x)] = w
-            if depth < 3 and w > 2.0 and rng.random() < 0.012:
+        headings = heading + np.cumsum(rng.normal(0.0, 0.06, max_steps))
+        ys = y + np.cumsum(np.sin(headings))
+        xs = x + np.cumsum(np.cos(headings))
+        outside = (ys < 0) | (ys >= ymax) | (xs < 0) | (xs >= xmax)
+        n = int(np.argmax(outside)) if outside.any() else max_steps
+        iy, ix = ys[:n].astype(np.intp), xs[:n].astype(np.intp)
+        centre[iy, ix] = True
+        diameter[iy, ix] = w
+        if depth < 3 and w > 2.0 and n > 8:
+            for i in np.sort(rng.integers(0, n, rng.poisson(1.5))):
                 turn = rng.choice([-1.0, 1.0]) * rng.uniform(0.4, 1.0)
-                stack.append((y, x, heading + turn, 0.7 * w, depth + 1))
+                stack.append((ys[i], xs[i], headings[i] + turn, 0.7 * w, depth + 1))
     if not centre.any():
         return np.zeros(shape, dtype=np.float32)
     dist, idx = ndi.distance_transform_edt(~centre, return_indices=True)

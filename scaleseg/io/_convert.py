@@ -170,7 +170,11 @@ def convert_folder(
     if location_exists(out) and not overwrite:
         raise FileExistsError(f"{out} already exists (use --overwrite to replace it)")
     remote = is_remote(out)
-    tmp = out if remote else str(Path(out).with_name(f".{Path(out).name}.partial-{uuid.uuid4().hex[:8]}"))
+    tmp = (
+        out
+        if remote
+        else str(Path(out).with_name(f".{Path(out).name}.partial-{uuid.uuid4().hex[:8]}"))
+    )
     if remote and location_exists(out):
         remove_location(out)
     cfg = {"chunks": tuple(chunks), "n_levels": n_levels, "ngff_version": ngff_version}

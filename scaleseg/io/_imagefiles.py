@@ -33,12 +33,14 @@ def _read_raw(path: Path) -> tuple[np.ndarray, str | None]:
 
         return np.asarray(iio.imread(path)), None
     except Exception as exc:  # any decoder error: report it with the file name
-        raise ImageFileError(f"{path}: unreadable image file ({type(exc).__name__}: {exc})") from None
+        raise ImageFileError(
+            f"{path}: unreadable image file ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _tiff_to_cyx(arr: np.ndarray, axes: str, path: Path) -> np.ndarray:
     axes = axes.upper().replace("S", "C")  # samples (RGB) are channels
-    for ax in ("T", "Z", "Q", "I"):
+    for ax in ("T", "Z", "I"):
         if ax in axes:
             i = axes.index(ax)
             if arr.shape[i] != 1:
@@ -79,7 +81,7 @@ def read_image_file(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     arr, axes = _read_raw(path)
-    if axes is not None and len(axes) == arr.ndim and arr.ndim > 2:
+    if axes is not None and len(axes) == arr.ndim and arr.ndim > 2 and "Q" not in axes.upper():
         out = _tiff_to_cyx(arr, axes, path)
         if out.shape[0] == 4 and "S" in axes.upper():
             out = out[:3]
@@ -106,8 +108,12 @@ def read_mask_file(path: str | Path) -> np.ndarray:
     arr = np.squeeze(arr)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
         rgb = arr[..., :3]
-        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-            raise ImageFileError(f"{path}: colour mask with differing channels; expected a label image")
+        if not (
+            np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
+        ):
+            raise ImageFileError(
+                f"{path}: colour mask with differing channels; expected a label image"
+            )
         arr = rgb[..., 0]
     if arr.ndim != 2:
         raise ImageFileError(f"{path}: mask has shape {arr.shape}; expected a 2-D label image")

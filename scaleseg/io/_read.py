@@ -77,7 +77,9 @@ def read_multiscales(group: zarr.Group, *, url: str = "") -> dict[str, Any]:
     attrs, version = ome_attrs(group)
     ms = attrs.get("multiscales")
     if not ms:
-        raise NotOmeZarrError(f"{url or group.path} is not an OME-Zarr image (no multiscales metadata)")
+        raise NotOmeZarrError(
+            f"{url or group.path} is not an OME-Zarr image (no multiscales metadata)"
+        )
     m = ms[0]
     axes_meta = m.get("axes")
     if axes_meta is None:  # NGFF <= 0.2 has no axes: 5-D tczyx
@@ -95,7 +97,13 @@ def read_multiscales(group: zarr.Group, *, url: str = "") -> dict[str, Any]:
     unknown = [a for a in axes if a not in {"t", "c", "z", "y", "x"}]
     if unknown:
         raise ValueError(f"{url or group.path}: unknown axes {unknown} (expected t, c, z, y, x)")
-    return {"axes": axes, "paths": paths, "scales": scales, "version": version, "name": m.get("name")}
+    return {
+        "axes": axes,
+        "paths": paths,
+        "scales": scales,
+        "version": version,
+        "name": m.get("name"),
+    }
 
 
 def _as_dataarray(group: zarr.Group, meta: dict, level: int, url: str) -> xr.DataArray:
@@ -210,7 +218,9 @@ def open_collection(url: str | Path) -> list[ImageRef]:
         elif "plate" in attrs:
             refs.extend(_plate_fields(child, cgroup, attrs))
     if not refs:
-        raise NotOmeZarrError(f"{url}: no OME-Zarr images found (not an image, plate or collection)")
+        raise NotOmeZarrError(
+            f"{url}: no OME-Zarr images found (not an image, plate or collection)"
+        )
     names = [r.name for r in refs]
     if len(set(names)) != len(names):
         raise ValueError(f"{url}: image names are not unique after sanitising: {names}")
@@ -246,4 +256,3 @@ def image_info(ref: ImageRef | str | Path) -> dict[str, Any]:
         "levels": levels,
         "labels": list_labels(url),
     }
-

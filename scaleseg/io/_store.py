@@ -58,7 +58,7 @@ def _store(url: str | Path, *, read_only: bool):
     if is_remote(url):
         try:
             return zarr.storage.FsspecStore.from_url(str(url), read_only=read_only)
-        except (ImportError, ValueError) as exc:
+        except (ImportError, ValueError, KeyError) as exc:
             raise ValueError(
                 f"cannot open {url}: {exc}. Remote URLs need the matching fsspec backend "
                 "(e.g. `pip install s3fs` for s3://)."
@@ -85,6 +85,8 @@ def open_group(url: str | Path, *, mode: str = "r", zarr_format: int | None = No
             raise ValueError(f"{url} is not a zarr group (no zarr.json / .zgroup found)") from None
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{url}: cannot read zarr metadata ({exc})") from None
+        except Exception as exc:  # remote back-ends: credentials, network, permissions
+            raise ValueError(f"cannot open {url}: {type(exc).__name__}: {exc}") from None
     return zarr.open_group(_store(url, read_only=False), mode=mode, zarr_format=zarr_format)
 
 

@@ -89,10 +89,42 @@ def _dask_pyramid(
     return levels
 
 
+def _in_dask_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
+def _store_pyramid(pyramid: list[da.Array], group: zarr.Group, fmt, axes: list[str], **kw) -> None:
+    """Write levels + multiscales metadata through ome-zarr, computing locally.
+
+    Inside a dask worker the writes run synchronously in the task (no nested graphs on the
+    cluster); elsewhere a local thread pool is used.
+    """
+    import dask
+
+    delayed = write_multiscale(
+        pyramid,
+        group,
+        fmt=fmt,
+        axes=axes,
+        storage_options=[{"chunks": lvl.chunksize} for lvl in pyramid],
+        compute=False,
+        **kw,
+    )
+    dask.compute(*delayed, scheduler="synchronous" if _in_dask_worker() else "threads")
+
+
 def _prepare_target(url: str, *, overwrite: bool) -> None:
     if location_exists(url):
         if not overwrite:
-            raise FileExistsError(f"{url} already exists (use overwrite / --overwrite to replace it)")
+            raise FileExistsError(
+                f"{url} already exists (use overwrite / --overwrite to replace it)"
+            )
         remove_location(url)
 
 
@@ -146,14 +178,7 @@ def write_image(
         metadata["omero"] = {
             "channels": [{"label": str(n), "active": True} for n in channel_names],
         }
-    write_multiscale(
-        pyramid,
-        group,
-        fmt=fmt,
-        axes=list(axes),
-        storage_options=[{"chunks": lvl.chunksize} for lvl in pyramid],
-        metadata=metadata,
-    )
+    _store_pyramid(pyramid, group, fmt, list(axes), metadata=metadata)
     if attrs:
         group.attrs["scaleseg"] = attrs
     return url
@@ -208,16 +233,11 @@ def write_labels(
         del group[f"labels/{name}"]
     n_levels = n_levels or len(ms["datasets"])
     axes_str = "".join(lab_axes)
-    pyramid = _dask_pyramid(data, axes_str, _chunks_for(data.shape, axes_str, chunks), n_levels, True)
-    sub = group.require_group(f"labels/{name}")
-    write_multiscale(
-        pyramid,
-        sub,
-        fmt=fmt,
-        axes=lab_axes,
-        storage_options=[{"chunks": lvl.chunksize} for lvl in pyramid],
-        name=name,
+    pyramid = _dask_pyramid(
+        data, axes_str, _chunks_for(data.shape, axes_str, chunks), n_levels, True
     )
+    sub = group.require_group(f"labels/{name}")
+    _store_pyramid(pyramid, sub, fmt, lab_axes, name=name)
     label_meta: dict[str, Any] = {}
     if source:
         label_meta["source"] = source
@@ -273,8 +293,6 @@ def create_multiscale(
             )
         )
     transforms = fmt.generate_coordinate_transformations(shapes)
-    datasets = [
-        {"path": f"s{i}", "coordinateTransformations": t} for i, t in enumerate(transforms)
-    ]
+    datasets = [{"path": f"s{i}", "coordinateTransformations": t} for i, t in enumerate(transforms)]
     write_multiscales_metadata(group, datasets=datasets, fmt=fmt, axes=list(axes))
     return arrays

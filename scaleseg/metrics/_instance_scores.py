@@ -73,9 +73,7 @@ def average_precision(pred, ref, *, thresholds=MAP_THRESHOLDS, min_size: int = 0
     return _ap_from(_overlaps(pred, ref, min_size=min_size), t)
 
 
-def mean_average_precision(
-    pred, ref, *, thresholds=MAP_THRESHOLDS, min_size: int = 0
-) -> float:
+def mean_average_precision(pred, ref, *, thresholds=MAP_THRESHOLDS, min_size: int = 0) -> float:
     """Mean of :func:`average_precision` over the IoU thresholds.
 
     Parameters
@@ -157,9 +155,7 @@ def _pq_from(ov: _Overlaps, threshold: float) -> dict[str, float]:
     return {"pq": float(m.ious.sum() / den), "sq": sq, "rq": float(rq)}
 
 
-def panoptic_quality(
-    pred, ref, *, threshold: float = 0.5, min_size: int = 0
-) -> dict[str, float]:
+def panoptic_quality(pred, ref, *, threshold: float = 0.5, min_size: int = 0) -> dict[str, float]:
     """Panoptic quality of one class of instances (Kirillov et al. 2019).
 
     ``PQ = Σ_matched IoU / (TP + FP/2 + FN/2) = SQ × RQ``.
@@ -191,7 +187,9 @@ def _aji_from(ov: _Overlaps) -> float:
     # Best prediction of each reference object: highest IoU, ties -> lowest label.
     order = np.lexsort((ov.pair_pred, -ov.pair_iou, ov.pair_ref))
     refs_sorted = ov.pair_ref[order]
-    first = np.flatnonzero(np.r_[True, refs_sorted[1:] != refs_sorted[:-1]]) if order.size else order
+    first = (
+        np.flatnonzero(np.r_[True, refs_sorted[1:] != refs_sorted[:-1]]) if order.size else order
+    )
     best = order[first]
     inter = ov.pair_inter[best]
     bp, br = ov.pair_pred[best], ov.pair_ref[best]

@@ -11,9 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from ._labels import _compact, remove_small_instances
 from ._validate import check_pair
@@ -174,6 +171,10 @@ def _assign(ov: _Overlaps, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     if not simple.all():
         # Ambiguous candidates (possible below IoU 0.5): solve each connected
         # component of the bipartite candidate graph on its own.
+        from scipy.optimize import linear_sum_assignment
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
         hard = cand[~simple]
         hp, hr = ov.pair_pred[hard], ov.pair_ref[hard] + ov.n_pred
         n_nodes = ov.n_pred + ov.n_ref
@@ -201,7 +202,10 @@ def _matching(ov: _Overlaps, threshold: float) -> Matching:
     idx = idx[np.argsort(ov.pair_ref[idx], kind="stable")]
     tp = int(idx.size)
     pairs = np.stack(
-        [ov.pred_ids[ov.pair_pred[idx]].astype(np.int64), ov.ref_ids[ov.pair_ref[idx]].astype(np.int64)],
+        [
+            ov.pred_ids[ov.pair_pred[idx]].astype(np.int64),
+            ov.ref_ids[ov.pair_ref[idx]].astype(np.int64),
+        ],
         axis=1,
     ).reshape(tp, 2)
     return Matching(

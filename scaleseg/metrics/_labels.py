@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from ._validate import as_label_array
 
@@ -116,6 +115,8 @@ def label_instances(
         ascending class order, then in raster order of each component's first
         pixel; ``0`` = background.
     """
+    from scipy import ndimage as ndi
+
     sem = as_label_array(semantic, name="semantic")
     if not 1 <= connectivity <= max(sem.ndim, 1):
         raise ValueError(f"connectivity must be in 1..{sem.ndim}, got {connectivity}")

@@ -31,9 +31,7 @@ def _resolve_n_classes(pred: np.ndarray, ref: np.ndarray, n_classes: int | None)
         raise ValueError(f"n_classes must be >= 1 (foreground classes), got {n_classes}")
     for name, vmax in (("pred", pmax), ("ref", rmax)):
         if vmax > n_classes:
-            raise ValueError(
-                f"{name} holds label {vmax}, outside 0..n_classes ({n_classes})"
-            )
+            raise ValueError(f"{name} holds label {vmax}, outside 0..n_classes ({n_classes})")
     return int(n_classes)
 
 

@@ -50,7 +50,9 @@ def relative_performance(score: float, expert_scores, *, higher_is_better: bool 
         raise ValueError("score is NaN")
     if np.isnan(experts).any():
         raise ValueError(f"expert_scores contains NaN: {experts.tolist()}")
-    worst, best = (experts.min(), experts.max()) if higher_is_better else (experts.max(), experts.min())
+    worst, best = (
+        (experts.min(), experts.max()) if higher_is_better else (experts.max(), experts.min())
+    )
     sign = 1.0 if higher_is_better else -1.0
     if sign * (s - worst) < 0:
         return RELATIVE_PERFORMANCE[0]

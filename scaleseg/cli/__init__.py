@@ -1,0 +1,88 @@
+"""The ``scaleseg`` command line: ``main(argv=None)`` so tests call it in-process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from ._common import CLIError
+
+__all__ = ["main", "build_parser"]
+
+_COMMANDS = ("_convert", "_demo_data", "_info", "_config")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from importlib import import_module
+
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="scaleseg",
+        description="Cluster-scale, quality-controlled segmentation of ambiguous bioimages "
+        "(the deepflash2 method on Dask and OME-Zarr).",
+    )
+    parser.add_argument("--version", action="version", version=f"scaleseg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _COMMANDS:
+        import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Our messages at INFO on stderr; third-party chatter (distributed) only from WARNING."""
+    fmt = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    for h in root.handlers:
+        h.setLevel(logging.DEBUG if verbose else logging.WARNING)
+        h.setFormatter(fmt)
+    own = logging.getLogger("scaleseg")
+    own.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not own.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(fmt)
+        own.addHandler(handler)
+        own.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 error, 2 usage error)."""
+    from ..config import ConfigError, load_config
+    from ..runrecord import RunRecord
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    argv_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = load_config(getattr(args, "config", None))
+        if getattr(args, "record", True):
+            record = RunRecord(args.command, args.output, config=cfg, argv=argv_list)
+            with record:
+                return int(args.func(args, cfg, record))
+        return int(args.func(args, cfg, None))
+    except (
+        CLIError,
+        ConfigError,
+        ValueError,
+        KeyError,
+        FileNotFoundError,
+        FileExistsError,
+        PermissionError,
+        RuntimeError,
+    ) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"scaleseg {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"scaleseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
