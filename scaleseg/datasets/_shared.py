@@ -18,7 +18,6 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
-import pandas as pd
 import tifffile
 
 __all__ = [
@@ -225,6 +224,8 @@ def pv_hc_metadata(*, root=None):
         `ExpertSample.name`) derived from ``Nummer``, then the original columns
         (``Area`` CA1/CA3/DG, animal, section, ...).
     """
+    import pandas as pd  # only needed here; keeps ``import scaleseg.datasets`` light
+
     path = _dataset_dir(root, _PV_HC) / "samples_36_final.csv"
     table = _read(path, pd.read_csv)
     if "Nummer" not in table.columns:

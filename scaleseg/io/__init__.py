@@ -4,7 +4,7 @@ Local paths always work; ``s3://`` and other fsspec URLs work when the matching 
 is installed. Inputs are opened read-only.
 """
 
-from ._convert import EXPERT_PREFIX, ConversionItem, convert_folder, plan_conversion
+from ._convert import EXPERT_PREFIX, ConversionItem, convert_folder, expert_label, plan_conversion
 from ._imagefiles import IMAGE_SUFFIXES, ImageFileError, read_image_file, read_mask_file
 from ._pyramid import build_pyramid, downsample_image, downsample_labels, level_shapes
 from ._read import (
@@ -34,6 +34,7 @@ __all__ = [
     "create_multiscale",
     "downsample_image",
     "downsample_labels",
+    "expert_label",
     "image_info",
     "is_remote",
     "join_url",

@@ -25,7 +25,7 @@ from ._imagefiles import IMAGE_SUFFIXES, ImageFileError, read_image_file, read_m
 from ._store import is_remote, join_url, location_exists, safe_name
 from ._write import remove_location, write_image, write_labels
 
-__all__ = ["ConversionItem", "plan_conversion", "convert_folder", "EXPERT_PREFIX"]
+__all__ = ["EXPERT_PREFIX", "ConversionItem", "convert_folder", "expert_label", "plan_conversion"]
 
 EXPERT_PREFIX = "expert_"
 
@@ -37,6 +37,12 @@ class ConversionItem:
     name: str
     image: Path
     masks: dict[str, Path] = field(default_factory=dict)
+
+
+def expert_label(name: str) -> str:
+    """The label-group name of an expert: ``expert_<name>`` (no double prefix), path-safe."""
+    name = safe_name(name)
+    return name if name.startswith(EXPERT_PREFIX) else EXPERT_PREFIX + name
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -79,7 +85,7 @@ def plan_conversion(
         if not experts:
             raise ValueError(f"{masks}: no expert sub-folders (<masks>/<expert>/<image>.<ext>)")
         for expert_dir in experts:
-            expert = safe_name(expert_dir.name)
+            expert = expert_label(expert_dir.name)
             for mf in _image_files(expert_dir):
                 stem = mf.stem
                 if mask_suffix and stem.endswith(mask_suffix):
@@ -120,7 +126,7 @@ def _convert_one(item: ConversionItem, root: str, cfg: dict[str, Any]) -> dict[s
     for expert, mask in masks.items():
         write_labels(
             url,
-            EXPERT_PREFIX + expert,
+            expert,
             mask,
             chunks=cfg["chunks"],
             source={"file": str(item.masks[expert]), "expert": expert},
