@@ -8,7 +8,9 @@ Name matching
 -------------
 Collection images are named as :func:`scaleseg.io.open_collection` names them. A mask file
 ``<stem><suffix>.<ext>`` is named ``safe_name(<stem>)`` (the rule of ``scaleseg convert``);
-with a suffix, files whose stem does not end with it are ignored.
+with a suffix, files whose stem does not end with it are ignored. Experts in a folder are
+sub-folders of mask files, ``<folder>/<expert>/<image><suffix>.<ext>``, labelled
+``expert_<expert>`` (the layout ``scaleseg convert`` and ``scaleseg gt`` read).
 
 Instance maps
 -------------
@@ -28,8 +30,8 @@ from scaleseg.io import (
     EXPERT_PREFIX,
     IMAGE_SUFFIXES,
     NotOmeZarrError,
-    is_remote,
     expert_label,
+    is_remote,
     list_labels,
     open_collection,
     open_labels,
