@@ -102,6 +102,11 @@ class TrainConfig(_Frozen):
 
     _check_tile = field_validator("tile_shape")(_positive_shape)
 
+    @field_validator("encoder_weights", mode="before")
+    @classmethod
+    def _none_weights(cls, v):
+        return None if isinstance(v, str) and v.strip().lower() in ("", "none", "null") else v
+
 
 class PredictConfig(_Frozen):
     """Ensemble inference with Gaussian-weighted sliding windows and test-time augmentation."""

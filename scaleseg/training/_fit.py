@@ -1,0 +1,326 @@
+"""Training of one ensemble member (one fold): the deepflash2 fine-tune policy.
+
+One one-cycle epoch with the encoder frozen, then ``epochs`` unfrozen epochs in a single
+one-cycle schedule (fastai's ``fine_tune``), AdamW, validation Dice every epoch, the best
+checkpoint kept, ``history.csv`` and a loss / Dice curve per fold, optional early stopping.
+The fold's folder is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FoldSpec", "fit_fold", "FOLD_FILE", "WEIGHTS_FILE", "fold_dir_name"]
+
+FOLD_FILE = "fold.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+def fold_dir_name(fold: int) -> str:
+    return f"fold_{fold}"
+
+
+@dataclass(frozen=True)
+class FoldSpec:
+    """What one fold trains on.
+
+    Attributes
+    ----------
+    fold : int
+        Fold index (0-based).
+    train, valid : list of TrainItem
+        Training and validation images of this fold.
+    seed : int
+        Seed of this fold (model init, sampling, augmentation).
+    """
+
+    fold: int
+    train: list = field(default_factory=list)
+    valid: list = field(default_factory=list)
+    seed: int = 0
+
+
+def _dice_from_counts(inter: np.ndarray, total: np.ndarray) -> float:
+    """Macro Dice over foreground classes from per-class intersections and size sums."""
+    scores = np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
+    return float(scores.mean()) if scores.size else float("nan")
+
+
+def _evaluate(
+    model, tiles, loss_fn, n_classes: int, device, batch_size: int
+) -> tuple[float, float]:
+    import torch
+
+    model.eval()
+    inter = np.zeros(n_classes - 1)
+    total = np.zeros(n_classes - 1)
+    losses = []
+    with torch.inference_mode():
+        for b0 in range(0, len(tiles), batch_size):
+            batch = tiles[b0 : b0 + batch_size]
+            x = torch.stack([t[0] for t in batch]).to(device)
+            y = torch.stack([t[1] for t in batch]).to(device)
+            logits = model(x).float()
+            losses.append(float(loss_fn(logits, y)) * len(batch))
+            pred = logits[:, :n_classes].argmax(1)
+            known = y >= 0  # padded pixels carry an ignore index
+            for k in range(1, n_classes):
+                p, r = (pred == k) & known, y == k
+                inter[k - 1] += float((p & r).sum())
+                total[k - 1] += float(p.sum() + r.sum())
+    return sum(losses) / max(1, len(tiles)), _dice_from_counts(inter, total)
+
+
+def _plot_history(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(ep, [h["train_loss"] for h in history], "o-", label="train loss")
+    ax.plot(ep, [h["valid_loss"] for h in history], "o-", label="valid loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    ax2.plot(ep, [h["valid_dice"] for h in history], "s--", color="tab:green", label="valid Dice")
+    ax2.set_ylabel("valid Dice")
+    ax2.set_ylim(0, 1)
+    frozen = [h["epoch"] for h in history if h["phase"] == "frozen"]
+    if frozen:
+        ax.axvspan(min(frozen) - 0.5, max(frozen) + 0.5, color="0.9", label="encoder frozen")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="center right")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _set_encoder_trainable(model, trainable: bool) -> None:
+    encoder = getattr(model, "encoder", None)
+    if encoder is None:
+        return
+    for p in encoder.parameters():
+        p.requires_grad_(trainable)
+
+
+def fit_fold(
+    spec: FoldSpec,
+    out_dir: str | Path,
+    *,
+    model_spec: dict[str, Any],
+    train_cfg: dict[str, Any],
+    normalization: dict[str, Any],
+    torch_threads: int | None = 1,
+    device: str | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Train one fold and write ``out_dir/fold_<k>/`` atomically; returns its ``fold.json``.
+
+    A fold whose folder already holds ``fold.json`` is not trained again (resume).
+
+    Parameters
+    ----------
+    model_spec : dict
+        :class:`scaleseg.models.ModelSpec` as a dict.
+    train_cfg : dict
+        :class:`scaleseg.config.TrainConfig` as a dict.
+    normalization : dict
+        Per-channel mean / std (``Normalization.to_dict()``).
+    torch_threads : int, optional
+        ``torch.set_num_threads`` for this fold (set deliberately: dask workers run with
+        ``OMP_NUM_THREADS=1``). ``None`` leaves torch's setting.
+    device : str, optional
+        ``"cuda"`` when available, else ``"cpu"``; mixed precision is used on CUDA when
+        ``train_cfg["mixed_precision"]``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..models import ModelSpec, build_loss, build_model, save_weights
+    from ._data import TileDataset, validation_tiles
+    from ._normalize import Normalization
+
+    out_dir = Path(out_dir)
+    final = out_dir / fold_dir_name(spec.fold)
+    if (final / FOLD_FILE).is_file():
+        return json.loads((final / FOLD_FILE).read_text()) | {"skipped": True}
+    if torch_threads:
+        torch.set_num_threads(int(torch_threads))
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    use_amp = dev.type == "cuda" and bool(train_cfg.get("mixed_precision", True))
+    torch.manual_seed(spec.seed)
+
+    mspec = ModelSpec.from_dict(model_spec)
+    model = build_model(mspec, seed=spec.seed).to(dev)
+    norm = Normalization.from_dict(normalization)
+    n_classes = mspec.n_classes
+    loss_fn = build_loss(train_cfg["loss"], n_classes=n_classes, n_extra=mspec.n_extra)
+    tile = tuple(train_cfg["tile_shape"])
+    flows = mspec.n_extra > 0
+    dataset = TileDataset(
+        spec.train,
+        tile_shape=tile,
+        n_classes=n_classes,
+        tiles_per_epoch=int(train_cfg["tiles_per_epoch"]),
+        normalization=norm,
+        augment=list(train_cfg["augmentations"]),
+        seed=spec.seed,
+        scale=float(train_cfg.get("scale", 1.0)),
+        flows=flows,
+    )
+    valid = validation_tiles(
+        spec.valid, tile_shape=tile, normalization=norm, scale=float(train_cfg.get("scale", 1.0))
+    )
+    bs = int(train_cfg["batch_size"])
+    steps_per_epoch = max(1, -(-len(dataset) // bs))
+    frozen_epochs = int(train_cfg["frozen_epochs"])
+    epochs = int(train_cfg["epochs"])
+    patience = train_cfg.get("early_stopping_patience")
+    lr, wd = float(train_cfg["lr"]), float(train_cfg["weight_decay"])
+
+    tmp = out_dir / f".{fold_dir_name(spec.fold)}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    history: list[dict[str, Any]] = []
+    best = {"valid_dice": -1.0, "epoch": -1}
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    t_start = time.perf_counter()
+    total_epochs = frozen_epochs + epochs
+    bar = tqdm(
+        total=total_epochs * steps_per_epoch,
+        desc=f"fold {spec.fold}",
+        unit="step",
+        disable=not show_progress,
+        leave=False,
+    )
+    try:
+        epoch = 0
+        stop = False
+        for phase, n_ep in (("frozen", frozen_epochs), ("unfrozen", epochs)):
+            if n_ep == 0 or stop:
+                continue
+            _set_encoder_trainable(model, phase == "unfrozen")
+            params = [p for p in model.parameters() if p.requires_grad]
+            opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+            sched = _one_cycle(opt, lr, n_ep * steps_per_epoch)
+            for _ in range(n_ep):
+                t0 = time.perf_counter()
+                dataset.set_epoch(epoch)
+                loader = torch.utils.data.DataLoader(
+                    dataset, batch_size=bs, shuffle=False, num_workers=0
+                )
+                model.train()
+                run_loss, n_seen = 0.0, 0
+                for batch in loader:
+                    x = batch["image"].to(dev)
+                    y = batch["target"].to(dev)
+                    opt.zero_grad(set_to_none=True)
+                    with torch.autocast(dev.type, enabled=use_amp):
+                        out = model(x)
+                        loss = (
+                            loss_fn(out.float(), y, batch["flows"].to(dev))
+                            if flows
+                            else loss_fn(out.float(), y)
+                        )
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                        scaler.step(opt)
+                        scaler.update()
+                    else:
+                        loss.backward()
+                        opt.step()
+                    sched.step()
+                    run_loss += float(loss.detach()) * len(x)
+                    n_seen += len(x)
+                    bar.update(1)
+                v_loss, v_dice = _evaluate(
+                    model, valid, loss_fn if not flows else _seg_only(loss_fn), n_classes, dev, bs
+                )
+                row = {
+                    "epoch": epoch,
+                    "phase": phase,
+                    "lr": float(sched.get_last_lr()[0]),
+                    "train_loss": run_loss / max(1, n_seen),
+                    "valid_loss": v_loss,
+                    "valid_dice": v_dice,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }
+                history.append(row)
+                if v_dice > best["valid_dice"]:
+                    best = {"valid_dice": v_dice, "epoch": epoch}
+                    sha = save_weights(model, tmp / WEIGHTS_FILE)
+                epoch += 1
+                if patience and phase == "unfrozen" and epoch - 1 - best["epoch"] >= patience:
+                    stop = True
+                    break
+        bar.close()
+        import pandas as pd
+
+        pd.DataFrame(history).to_csv(tmp / "history.csv", index=False)
+        _plot_history(history, tmp / "history.png", f"fold {spec.fold}")
+        info = {
+            "fold": spec.fold,
+            "seed": spec.seed,
+            "train_images": [_item_name(i) for i in spec.train],
+            "valid_images": [_item_name(i) for i in spec.valid],
+            "best_epoch": best["epoch"],
+            "valid_dice": best["valid_dice"],
+            "epochs_run": len(history),
+            "early_stopped": stop,
+            "weights": WEIGHTS_FILE,
+            "sha256": sha,
+            "seconds": round(time.perf_counter() - t_start, 2),
+            "device": dev.type,
+            "mixed_precision": use_amp,
+            "torch_threads": torch.get_num_threads(),
+        }
+        (tmp / FOLD_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        if final.exists():  # an incomplete earlier attempt (no fold.json): replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return info
+    except BaseException:
+        bar.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _one_cycle(opt, lr: float, total_steps: int):
+    """fastai-style one-cycle schedule (warm-up over a quarter, cosine annealing); a constant
+    rate when there are too few steps for the two phases."""
+    import torch
+
+    if total_steps < 4:
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=total_steps, pct_start=max(0.25, 2.0 / total_steps)
+    )
+
+
+def _seg_only(loss_fn):
+    """Validation loss of a flows model: the segmentation part only (no flow targets)."""
+
+    def f(logits, y):
+        return (
+            loss_fn.segmentation(logits, y)
+            if hasattr(loss_fn, "segmentation")
+            else loss_fn(logits, y)
+        )
+
+    return f
+
+
+def _item_name(item) -> str:
+    return getattr(item, "name", None) or str(item)

@@ -1,0 +1,98 @@
+"""Which images train, and where their labels come from (orchestration: metadata only)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from ..io import EXPERT_PREFIX, ImageRef, join_url, list_labels, location_exists, open_collection
+from ._data import TrainItem
+
+__all__ = ["GT_LABEL", "items_from_gt", "select_images", "training_items"]
+
+GT_LABEL = "est_gt"
+
+
+def select_images(refs: list[ImageRef], names_file: str | None, where: str | None) -> list[ImageRef]:
+    """Keep the images named in ``names_file``: a text file with one name per line, or a CSV
+    with a ``name`` column, optionally filtered by ``where`` (``column=value``)."""
+    if names_file is None:
+        if where:
+            raise ValueError("--where needs --images-file (a CSV with the column)")
+        return refs
+    path = Path(names_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: image list not found")
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows or "name" not in rows[0]:
+            raise ValueError(f"{path}: CSV needs a 'name' column")
+        if where:
+            col, _, val = where.partition("=")
+            if col not in rows[0]:
+                raise ValueError(f"{path}: no column {col!r} for --where {where}")
+            rows = [r for r in rows if r[col] == val]
+        names = {r["name"] for r in rows}
+    else:
+        names = {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    known = {r.name for r in refs}
+    unknown = sorted(names - known)
+    if unknown:
+        raise ValueError(f"{path}: images not in the collection: {', '.join(unknown[:10])}")
+    return [r for r in refs if r.name in names]
+
+
+def training_items(
+    input_url: str,
+    *,
+    gt: str | None = None,
+    label: str | None = None,
+    names_file: str | None = None,
+    where: str | None = None,
+) -> tuple[list[TrainItem], list[ImageRef], list[str]]:
+    """Pair every selected image with its labels.
+
+    Label source, in order: ``gt`` (the output folder of ``scaleseg gt``:
+    ``<gt>/images/<name>.zarr`` label ``est_gt``); ``label`` (a label group of the image); the
+    image's own ``est_gt``; its only expert mask. Images with several experts and none of these
+    are returned separately (``needs_vote``) so the caller can estimate a majority vote first.
+
+    Returns
+    -------
+    items, needs_vote, warnings
+    """
+    refs = select_images(open_collection(input_url), names_file, where)
+    items: list[TrainItem] = []
+    needs_vote: list[ImageRef] = []
+    warnings: list[str] = []
+    for ref in refs:
+        names = list_labels(ref)
+        experts = [n for n in names if n.startswith(EXPERT_PREFIX)]
+        if gt is not None:
+            url = join_url(gt, "images", f"{ref.name}.zarr")
+            if location_exists(url) and GT_LABEL in list_labels(url):
+                items.append(TrainItem(ref.url, url, GT_LABEL, name=ref.name))
+            else:
+                warnings.append(f"{ref.name}: no estimated GT in {gt}; not used for training")
+        elif label is not None:
+            if label not in names:
+                raise ValueError(f"{ref.url} has no label image {label!r} (found: {', '.join(names) or 'none'})")
+            items.append(TrainItem(ref.url, ref.url, label, name=ref.name))
+        elif GT_LABEL in names:
+            items.append(TrainItem(ref.url, ref.url, GT_LABEL, name=ref.name))
+        elif len(experts) == 1:
+            items.append(TrainItem(ref.url, ref.url, experts[0], name=ref.name))
+        elif len(experts) > 1:
+            needs_vote.append(ref)
+        else:
+            warnings.append(f"{ref.name}: no labels; not used for training")
+    return items, needs_vote, warnings
+
+
+def items_from_gt(refs: list[ImageRef], gt: str | Path) -> list[TrainItem]:
+    """Training items whose labels are ``est_gt`` in the ``scaleseg gt`` output ``gt``."""
+    return [
+        TrainItem(r.url, join_url(str(gt), "images", f"{r.name}.zarr"), GT_LABEL, name=r.name)
+        for r in refs
+    ]
