@@ -11,7 +11,7 @@ from ._common import CLIError
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = ("_convert", "_demo_data", "_info", "_config", "_gt", "_evaluate", "_train")
+_COMMANDS = ("_convert", "_demo_data", "_info", "_config", "_gt", "_evaluate", "_train", "_predict")
 
 
 def build_parser() -> argparse.ArgumentParser:

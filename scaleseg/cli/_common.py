@@ -72,6 +72,6 @@ def progress_bar(total: int, desc: str) -> Iterator[Any]:
 
     bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None)
     try:
-        yield bar.update
+        yield bar
     finally:
         bar.close()

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
     record.add_input(args.images, name="images")
     if args.masks:
         record.add_input(args.masks, name="masks")
-    with client_from_args(args) as client, progress_bar(len(items), "convert") as update:
+    with client_from_args(args) as client, progress_bar(len(items), "convert") as bar:
         result = convert_folder(
             args.images,
             args.output,
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             ngff_version=c.ngff_version,
             overwrite=args.overwrite,
             client=client,
-            progress=update,
+            progress=bar.update,
         )
     for w in result["warnings"]:
         say(f"warning: {w}")

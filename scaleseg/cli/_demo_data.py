@@ -32,7 +32,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
     from ..datasets import write_demo_archive
 
     total = args.images + args.ood
-    with client_from_args(args) as client, progress_bar(total, "demo-data") as update:
+    with client_from_args(args) as client, progress_bar(total, "demo-data") as bar:
         result = write_demo_archive(
             args.output,
             n_images=args.images,
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             ngff_version=args.ngff,
             overwrite=args.overwrite,
             client=client,
-            progress=update,
+            progress=bar.update,
         )
     table = result["table"]
     record.add_output(result["collection"], name="collection")

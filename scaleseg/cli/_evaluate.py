@@ -96,7 +96,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
         if loc and record is not None:
             record.add_input(loc, name=name)
     n_images = len(set(pred.items) & set(ref.items))
-    with client_from_args(args) as client, progress_bar(n_images, "evaluate") as update:
+    with client_from_args(args) as client, progress_bar(n_images, "evaluate") as bar:
         result = evaluate(
             pred,
             ref,
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             min_size=min_size,
             experts=experts,
             client=client,
-            progress=update,
+            progress=bar.update,
         )
     written = write_evaluation(result, args.output, args.formats, overwrite=args.overwrite)
     for w in result["warnings"]:

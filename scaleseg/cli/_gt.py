@@ -64,14 +64,14 @@ def run(args: argparse.Namespace, cfg, record) -> int:
     else:
         sources = open_collection(args.input)
         record.add_input(args.input, name="collection")
-    with client_from_args(args) as client, progress_bar(len(sources), "gt") as update:
+    with client_from_args(args) as client, progress_bar(len(sources), "gt") as bar:
         res = run_gt(
             sources,
             args.output,
             formats=args.formats,
             overwrite=args.overwrite,
             client=client,
-            progress=update,
+            progress=bar.update,
             method=g.method,
             undecided=g.undecided,
             staple_threshold=g.staple_threshold,

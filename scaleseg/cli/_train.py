@@ -23,7 +23,9 @@ def register(sub) -> None:
     p.add_argument("output", help="ensemble folder to create (or resume)")
     p.add_argument("--gt", help="output folder of `scaleseg gt` holding the labels")
     p.add_argument("--label", help="label group of the input images to train on")
-    p.add_argument("--images-file", help="train only these images (text: a name per line; CSV: 'name' column)")
+    p.add_argument(
+        "--images-file", help="train only these images (text: a name per line; CSV: 'name' column)"
+    )
     p.add_argument("--where", help="filter rows of a CSV --images-file, e.g. split=train")
     g = p.add_argument_group("model and schedule (defaults from the config)")
     g.add_argument("--arch", help="smp architecture (Unet, UnetPlusPlus, FPN, DeepLabV3Plus, ...)")
@@ -39,12 +41,21 @@ def register(sub) -> None:
     g.add_argument("--tiles-per-epoch", type=int)
     g.add_argument("--lr", type=float)
     g.add_argument("--loss", choices=["ce_dice", "focal", "tversky", "lovasz", "ce"])
-    g.add_argument("--augment", nargs="+", help="augmentations (flip rotate90 rotate gamma clahe ...)")
+    g.add_argument(
+        "--augment", nargs="+", help="augmentations (flip rotate90 rotate gamma clahe ...)"
+    )
     g.add_argument("--scale", type=float, help="zoom-out factor for large structures")
-    g.add_argument("--early-stopping", type=int, metavar="N", help="stop after N epochs without improvement")
+    g.add_argument(
+        "--early-stopping", type=int, metavar="N", help="stop after N epochs without improvement"
+    )
     g.add_argument("--seed", type=int)
-    p.add_argument("--export", nargs="+", choices=["torchscript", "onnx"], default=[],
-                   help="also export every fold for use elsewhere")
+    p.add_argument(
+        "--export",
+        nargs="+",
+        choices=["torchscript", "onnx"],
+        default=[],
+        help="also export every fold for use elsewhere",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing ensemble")
     add_config_arg(p)
     add_cluster_args(p, default_local=True)
@@ -53,12 +64,23 @@ def register(sub) -> None:
 
 def _train_config(cfg, args):
     values = dict(
-        arch=args.arch, encoder=args.encoder, encoder_weights=args.encoder_weights,
-        n_classes=args.n_classes, epochs=args.epochs, frozen_epochs=args.frozen_epochs,
-        n_folds=args.n_folds, n_models=args.n_models, tile_shape=args.tile,
-        batch_size=args.batch_size, tiles_per_epoch=args.tiles_per_epoch, lr=args.lr,
-        loss=args.loss, augmentations=tuple(args.augment) if args.augment else None,
-        scale=args.scale, early_stopping_patience=args.early_stopping, seed=args.seed,
+        arch=args.arch,
+        encoder=args.encoder,
+        encoder_weights=args.encoder_weights,
+        n_classes=args.n_classes,
+        epochs=args.epochs,
+        frozen_epochs=args.frozen_epochs,
+        n_folds=args.n_folds,
+        n_models=args.n_models,
+        tile_shape=args.tile,
+        batch_size=args.batch_size,
+        tiles_per_epoch=args.tiles_per_epoch,
+        lr=args.lr,
+        loss=args.loss,
+        augmentations=tuple(args.augment) if args.augment else None,
+        scale=args.scale,
+        early_stopping_patience=args.early_stopping,
+        seed=args.seed,
     )
     return cfg.updated("train", **values)
 
@@ -66,7 +88,13 @@ def _train_config(cfg, args):
 def run(args: argparse.Namespace, cfg, record) -> int:
     from ..cluster import get_setting
     from ..gt._outputs import run_gt
-    from ..training import ENSEMBLE_FILE, export_ensemble, finished_folds, train_ensemble, training_items
+    from ..training import (
+        ENSEMBLE_FILE,
+        export_ensemble,
+        finished_folds,
+        train_ensemble,
+        training_items,
+    )
 
     cfg = _train_config(cfg, args)
     record.set_config(cfg)
@@ -81,7 +109,9 @@ def run(args: argparse.Namespace, cfg, record) -> int:
         elif (out / ENSEMBLE_FILE).exists():
             raise CLIError(f"{out} already holds a finished ensemble (use --overwrite to retrain)")
         elif state.exists() and json.loads(state.read_text()) != t.model_dump(mode="json"):
-            raise CLIError(f"{out} holds folds trained with another configuration (use --overwrite)")
+            raise CLIError(
+                f"{out} holds folds trained with another configuration (use --overwrite)"
+            )
         elif not state.exists() and any(out.iterdir()):
             raise CLIError(f"{out} exists and is not a scaleseg ensemble (use --overwrite)")
 
@@ -101,7 +131,9 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             run_gt(needs_vote, out / "gt", method="majority_vote", client=client, overwrite=True)
             items += items_from_gt(needs_vote, out / "gt")
         if len(items) < t.n_folds:
-            raise CLIError(f"{len(items)} labelled images cannot make {t.n_folds} folds (use --folds)")
+            raise CLIError(
+                f"{len(items)} labelled images cannot make {t.n_folds} folds (use --folds)"
+            )
         out.mkdir(parents=True, exist_ok=True)
         state.write_text(json.dumps(t.model_dump(mode="json"), indent=2) + "\n")
         done = finished_folds(out)
@@ -109,17 +141,27 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             say(f"resuming: folds {done} are finished and kept")
         in_ch = _channels(items[0])
         model_spec = {
-            "arch": t.arch, "encoder": t.encoder, "in_channels": in_ch, "n_classes": t.n_classes,
-            "n_extra": 0, "encoder_weights": t.encoder_weights,
+            "arch": t.arch,
+            "encoder": t.encoder,
+            "in_channels": in_ch,
+            "n_classes": t.n_classes,
+            "n_extra": 0,
+            "encoder_weights": t.encoder_weights,
         }
         n_models = t.n_models or t.n_folds
-        say(f"training {n_models} models ({t.arch} + {t.encoder}) on {len(items)} images, "
-            f"{t.frozen_epochs}+{t.epochs} epochs of {t.tiles_per_epoch} tiles {t.tile_shape[0]}x{t.tile_shape[1]}")
-        with progress_bar(n_models, "folds") as update:
+        say(
+            f"training {n_models} models ({t.arch} + {t.encoder}) on {len(items)} images, "
+            f"{t.frozen_epochs}+{t.epochs} epochs of {t.tiles_per_epoch} tiles {t.tile_shape[0]}x{t.tile_shape[1]}"
+        )
+        with progress_bar(n_models, "folds") as bar:
             manifest = train_ensemble(
-                items, out, model_spec=model_spec, train_cfg=t.model_dump(mode="json"),
-                client=client, torch_threads=get_setting("cluster.torch-threads", 1),
-                progress=update,
+                items,
+                out,
+                model_spec=model_spec,
+                train_cfg=t.model_dump(mode="json"),
+                client=client,
+                torch_threads=get_setting("cluster.torch-threads", 1),
+                progress=bar.update,
                 data_description=f"Images from {args.input}; labels from "
                 f"{args.gt or args.label or 'est_gt / single expert / majority vote'}.",
             )
@@ -131,8 +173,11 @@ def run(args: argparse.Namespace, cfg, record) -> int:
         record.add_model(f"fold_{f['fold']}", f["sha256"])
     dice = [f["valid_dice"] for f in manifest["folds"]]
     record.set_summary(folds=len(dice), valid_dice=dice, mean_valid_dice=sum(dice) / len(dice))
-    say(f"Ensemble written to {out}: validation Dice per fold "
-        + ", ".join(f"{d:.3f}" for d in dice) + f" (mean {sum(dice) / len(dice):.3f})")
+    say(
+        f"Ensemble written to {out}: validation Dice per fold "
+        + ", ".join(f"{d:.3f}" for d in dice)
+        + f" (mean {sum(dice) / len(dice):.3f})"
+    )
     return 0
 
 

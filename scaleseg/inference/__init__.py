@@ -1,7 +1,10 @@
 """Ensemble inference: global sliding-window plans with Gaussian weights, test-time
 augmentation and the ensemble mixture by running sums (kernels), and block orchestration."""
 
+from ._blocks import BlockPlan, compute_block, output_levels, plan_blocks, write_block
+from ._models import EnsembleInfo, clear_model_cache, get_models, read_ensemble, verify_ensemble
 from ._predict import RegionPrediction, predict_region
+from ._run import UNCERTAINTY_CHANNELS, predict_collection, predict_output_state, predict_unit
 from ._tiling import (
     TilePlan,
     gaussian_weights,
@@ -13,6 +16,20 @@ from ._tiling import (
 from ._tta import TTA_SETS, Transform, apply, invert, invert_vectors, tta_transforms
 
 __all__ = [
+    "UNCERTAINTY_CHANNELS",
+    "BlockPlan",
+    "EnsembleInfo",
+    "clear_model_cache",
+    "compute_block",
+    "get_models",
+    "output_levels",
+    "plan_blocks",
+    "predict_collection",
+    "predict_output_state",
+    "predict_unit",
+    "read_ensemble",
+    "verify_ensemble",
+    "write_block",
     "TTA_SETS",
     "RegionPrediction",
     "TilePlan",

@@ -20,7 +20,14 @@ from ._read import (
     to_cyx,
 )
 from ._store import is_remote, join_url, list_child_groups, location_exists, open_group, safe_name
-from ._write import create_multiscale, ngff_format, remove_location, write_image, write_labels
+from ._write import (
+    create_labels,
+    create_multiscale,
+    ngff_format,
+    remove_location,
+    write_image,
+    write_labels,
+)
 
 __all__ = [
     "EXPERT_PREFIX",
@@ -31,6 +38,7 @@ __all__ = [
     "NotOmeZarrError",
     "build_pyramid",
     "convert_folder",
+    "create_labels",
     "create_multiscale",
     "downsample_image",
     "downsample_labels",

@@ -31,6 +31,7 @@ __all__ = [
     "ngff_format",
     "write_image",
     "write_labels",
+    "create_labels",
     "create_multiscale",
     "remove_location",
 ]
@@ -258,12 +259,16 @@ def create_multiscale(
     n_levels: int = 1,
     ngff_version: str = "0.5",
     fill_value: Any = 0,
+    halve_chunks: bool = False,
+    channel_names: Sequence[str] | None = None,
     overwrite: bool = False,
 ) -> list[zarr.Array]:
     """Create an empty multiscale image (metadata and arrays) to be filled chunk by chunk.
 
     Workers then write whole chunks into the returned arrays' regions, so no two units ever
-    touch the same chunk.
+    touch the same chunk. With ``halve_chunks`` the chunk shape halves with every level, so a
+    unit whose region is whole chunks at full resolution also writes whole chunks at every
+    lower level.
 
     Returns
     -------
@@ -282,11 +287,12 @@ def create_multiscale(
             kwargs["dimension_names"] = list(axes)
         else:
             kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+        level_chunks = [max(1, c >> i) for c in chunks] if halve_chunks else list(chunks)
         arrays.append(
             group.create_array(
                 f"s{i}",
                 shape=s,
-                chunks=_chunks_for(s, axes, chunks),
+                chunks=_chunks_for(s, axes, level_chunks),
                 dtype=dtype,
                 fill_value=fill_value,
                 **kwargs,
@@ -294,5 +300,56 @@ def create_multiscale(
         )
     transforms = fmt.generate_coordinate_transformations(shapes)
     datasets = [{"path": f"s{i}", "coordinateTransformations": t} for i, t in enumerate(transforms)]
-    write_multiscales_metadata(group, datasets=datasets, fmt=fmt, axes=list(axes))
+    metadata: dict[str, Any] = {}
+    if channel_names is not None:
+        metadata["omero"] = {"channels": [{"label": str(n), "active": True} for n in channel_names]}
+    write_multiscales_metadata(
+        group, datasets=datasets, fmt=fmt, axes=list(axes), metadata=metadata
+    )
+    return arrays
+
+
+def create_labels(
+    image_url: str | Path,
+    name: str,
+    *,
+    dtype: Any,
+    chunks: Sequence[int] = (512, 512),
+    n_levels: int = 1,
+    halve_chunks: bool = True,
+    properties: list[dict[str, Any]] | None = None,
+    overwrite: bool = False,
+) -> list[zarr.Array]:
+    """Create an empty multiscale label image ``<image>/labels/<name>`` (filled chunk by chunk).
+
+    The label image takes the ``(y, x)`` shape and the NGFF version of the image; its axes are
+    the image's without ``c``.
+    """
+    image_url = str(image_url)
+    group = open_group(image_url, mode="r+")
+    attrs, _ = ome_attrs(group)
+    if "multiscales" not in attrs:
+        raise ValueError(f"{image_url} is not an OME-Zarr image")
+    ms = attrs["multiscales"][0]
+    img_axes = [a["name"] if isinstance(a, dict) else a for a in ms["axes"]]
+    img_shape = group[ms["datasets"][0]["path"]].shape
+    lab_axes = [a for a in img_axes if a != "c"]
+    shape = tuple(1 if a not in "yx" else img_shape[img_axes.index(a)] for a in lab_axes)
+    version = "0.4" if group.metadata.zarr_format == 2 else "0.5"
+    fmt = ngff_format(version)
+    labels_group = group.require_group("labels")
+    arrays = create_multiscale(
+        join_url(image_url, "labels", name),
+        shape=shape,
+        dtype=dtype,
+        axes="".join(lab_axes),
+        chunks=chunks,
+        n_levels=n_levels,
+        ngff_version=version,
+        halve_chunks=halve_chunks,
+        overwrite=overwrite,
+    )
+    existing = [n for n in ome_attrs(labels_group)[0].get("labels", []) if n != name]
+    add_metadata(labels_group, {"labels": existing}, fmt=fmt)
+    write_label_metadata(labels_group, name, properties=properties, fmt=fmt)
     return arrays

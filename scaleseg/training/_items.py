@@ -13,7 +13,9 @@ __all__ = ["GT_LABEL", "items_from_gt", "select_images", "training_items"]
 GT_LABEL = "est_gt"
 
 
-def select_images(refs: list[ImageRef], names_file: str | None, where: str | None) -> list[ImageRef]:
+def select_images(
+    refs: list[ImageRef], names_file: str | None, where: str | None
+) -> list[ImageRef]:
     """Keep the images named in ``names_file``: a text file with one name per line, or a CSV
     with a ``name`` column, optionally filtered by ``where`` (``column=value``)."""
     if names_file is None:
@@ -77,7 +79,9 @@ def training_items(
                 warnings.append(f"{ref.name}: no estimated GT in {gt}; not used for training")
         elif label is not None:
             if label not in names:
-                raise ValueError(f"{ref.url} has no label image {label!r} (found: {', '.join(names) or 'none'})")
+                raise ValueError(
+                    f"{ref.url} has no label image {label!r} (found: {', '.join(names) or 'none'})"
+                )
             items.append(TrainItem(ref.url, ref.url, label, name=ref.name))
         elif GT_LABEL in names:
             items.append(TrainItem(ref.url, ref.url, GT_LABEL, name=ref.name))

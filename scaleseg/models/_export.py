@@ -1,0 +1,172 @@
+"""Export a trained model for deployment without scaleseg: TorchScript (always) and ONNX (when the
+optional ``onnx`` and ``onnxscript`` packages are installed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ._weights import file_sha256
+
+__all__ = ["export_onnx", "export_torchscript"]
+
+_ONNX_PACKAGES = ("onnx", "onnxscript")
+
+
+def _example(model: nn.Module, example_shape: Sequence[int] | None) -> torch.Tensor:
+    if example_shape is None:
+        # the first convolution of the encoder reads the image
+        first = next(
+            (m for m in getattr(model, "encoder", model).modules() if isinstance(m, nn.Conv2d)),
+            None,
+        )
+        if first is None:
+            raise ValueError("cannot infer the input channels; pass example_shape=(1, C, H, W)")
+        example_shape = (1, first.in_channels, 64, 64)
+    shape = tuple(int(s) for s in example_shape)
+    if len(shape) != 4 or min(shape) < 1:
+        raise ValueError(
+            f"example_shape must be (B, C, H, W) of positive ints, got {example_shape}"
+        )
+    param = next(model.parameters(), None)
+    kw = {} if param is None else {"dtype": param.dtype, "device": param.device}
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(shape, generator=gen).to(**kw)
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def export_torchscript(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    example_shape: Sequence[int] | None = None,
+    atol: float = 1e-5,
+) -> str:
+    """Save `model` (in eval mode) as a TorchScript archive and check it against eager outputs.
+
+    Scripting is tried first (shape-generic); if it fails the model is traced on the example.
+    TorchScript is deprecated upstream (torch emits a FutureWarning, silenced here) but remains the
+    format ``torch.jit.load`` and libtorch read without Python or scaleseg.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Model to export; it is put in eval mode (and left so).
+    path : str or os.PathLike
+        Destination (conventionally ``*.pt``), written atomically.
+    example_shape : sequence of 4 ints, optional
+        ``(B, C, H, W)`` of the check (and tracing) input; default ``(1, C, 64, 64)`` with C read
+        from the model's first convolution.
+    atol : float, default 1e-5
+        Largest absolute difference allowed between exported and eager outputs.
+
+    Returns
+    -------
+    str
+        SHA-256 of the written file.
+
+    Raises
+    ------
+    RuntimeError
+        If the exported module's output differs from the eager output by more than `atol`.
+    """
+    path = Path(path)
+    model.eval()
+    x = _example(model, example_shape)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r".*torch\.jit\.\w+` is deprecated", category=FutureWarning
+        )
+        try:
+            exported = torch.jit.script(model)
+        except Exception:  # noqa: BLE001 - fall back to tracing on any scripting failure
+            exported = torch.jit.trace(model, x)
+        expected = model(x)
+        got = exported(x)
+        diff = (got - expected).abs().max().item()
+        if not diff <= atol:
+            raise RuntimeError(f"TorchScript output differs from eager by {diff:.3g} > {atol}")
+        _atomic(path, lambda tmp: torch.jit.save(exported, tmp))
+    return file_sha256(path)
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    example_shape: Sequence[int] | None = None,
+    opset_version: int | None = None,
+) -> str:
+    """Save `model` (in eval mode) as ONNX with dynamic batch, height and width.
+
+    Needs the optional packages ``onnx`` and ``onnxscript`` (torch's exporter), which scaleseg
+    does not depend on.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Model to export; it is put in eval mode (and left so).
+    path : str or os.PathLike
+        Destination (conventionally ``*.onnx``), written atomically.
+    example_shape : sequence of 4 ints, optional
+        ``(B, C, H, W)`` of the example input; default ``(1, C, 64, 64)``.
+    opset_version : int, optional
+        ONNX opset; torch's default when None.
+
+    Returns
+    -------
+    str
+        SHA-256 of the written file.
+
+    Raises
+    ------
+    RuntimeError
+        If ``onnx`` or ``onnxscript`` is not installed.
+    """
+    missing = [p for p in _ONNX_PACKAGES if importlib.util.find_spec(p) is None]
+    if missing:
+        raise RuntimeError(
+            f"export_onnx needs the package(s) {', '.join(missing)} (not installed); "
+            f"install them with: pip install {' '.join(missing)}"
+        )
+    path = Path(path)
+    model.eval()
+    x = _example(model, example_shape)
+    dim = torch.export.Dim.AUTO
+    kwargs = {} if opset_version is None else {"opset_version": opset_version}
+
+    def write(tmp: str) -> None:
+        torch.onnx.export(
+            model,
+            (x,),
+            tmp,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_shapes=({0: dim, 2: dim, 3: dim},),
+            dynamo=True,
+            external_data=False,
+            **kwargs,
+        )
+
+    with torch.no_grad():
+        _atomic(path, write)
+    return file_sha256(path)
