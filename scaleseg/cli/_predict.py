@@ -53,6 +53,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
     from ..inference._run import predict_collection
     from ..io import open_collection
     from ..tables import write_table
+    from ..training._items import select_images
 
     cfg = cfg.updated(
         "predict",
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             f"{args.ensemble}: ensembles trained with --scale {info.scale} cannot be "
             "applied by predict yet (only scale 1)"
         )
-    refs = open_collection(args.input)
+    refs = select_images(open_collection(args.input), args.images_file, args.where)
     opts = {
         "tile_shape": list(pc.tile_shape or info.tile_shape),
         "overlap": pc.overlap,

@@ -39,16 +39,19 @@ class BlockPlan:
         return out
 
 
-def output_levels(chunks: tuple[int, int], *, min_chunk: int = 32, max_levels: int = 4) -> int:
+def output_levels(
+    chunks: tuple[int, int], shape: tuple[int, int], *, min_chunk: int = 32, max_levels: int = 4
+) -> int:
     """Pyramid levels for outputs whose chunks halve per level.
 
-    The most levels (up to ``max_levels``) such that every chunk side divides by
-    ``2**(levels - 1)`` and stays at least ``min_chunk`` pixels -- so block cores, which start
-    at chunk multiples, downsample exactly like the whole image.
+    The most levels (up to ``max_levels``) such that each level's chunks stay at least
+    ``min_chunk`` pixels and, along every axis cut into several blocks, the chunk side divides
+    by ``2**(levels - 1)`` -- so block cores, which start at chunk multiples, downsample exactly
+    like the whole image.
     """
     for levels in range(max_levels, 1, -1):
         f = 1 << (levels - 1)
-        if all(c % f == 0 and c // f >= min_chunk for c in chunks):
+        if all((c >= n or c % f == 0) and min(c, n) // f >= min_chunk for c, n in zip(chunks, shape)):
             return levels
     return 1
 

@@ -231,7 +231,7 @@ def predict_collection(
             continue
         shape = (row["height"], row["width"])
         bplan = plan_blocks(shape, block_shape=opts["block_shape"], chunks=opts["chunks"])
-        o = dict(opts, chunks=bplan.chunks, levels=output_levels(bplan.chunks))
+        o = dict(opts, chunks=bplan.chunks, levels=output_levels(bplan.chunks, shape))
         url = str(out / "images" / f"{ref.name}.zarr")
         row["output"] = url
         cores = bplan.cores()

@@ -8,28 +8,31 @@ import torch.nn.functional as F
 from segmentation_models_pytorch import losses as smp_losses
 from torch import nn
 
-__all__ = ["LOSSES", "SegmentationLoss", "build_loss"]
+__all__ = ["IGNORE_INDEX", "LOSSES", "SegmentationLoss", "build_loss"]
 
 LOSSES: tuple[str, ...] = ("ce_dice", "ce", "dice", "focal", "tversky", "lovasz")
 """Loss names accepted by `build_loss`."""
 
 _MULTICLASS = smp_losses.MULTICLASS_MODE
+IGNORE_INDEX = -100
+"""Target value of pixels that do not count (e.g. the reflection padding of validation tiles)."""
 
 
 def _terms(name: str) -> list[tuple[float, nn.Module]]:
-    ce = nn.CrossEntropyLoss()
+    ce = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+    kw = {"mode": _MULTICLASS, "ignore_index": IGNORE_INDEX}
     if name == "ce_dice":
-        return [(0.5, ce), (0.5, smp_losses.DiceLoss(mode=_MULTICLASS))]
+        return [(0.5, ce), (0.5, smp_losses.DiceLoss(**kw))]
     if name == "ce":
         return [(1.0, ce)]
     if name == "dice":
-        return [(1.0, smp_losses.DiceLoss(mode=_MULTICLASS))]
+        return [(1.0, smp_losses.DiceLoss(**kw))]
     if name == "focal":
-        return [(1.0, smp_losses.FocalLoss(mode=_MULTICLASS))]
+        return [(1.0, smp_losses.FocalLoss(**kw))]
     if name == "tversky":
-        return [(1.0, smp_losses.TverskyLoss(mode=_MULTICLASS))]
+        return [(1.0, smp_losses.TverskyLoss(**kw))]
     if name == "lovasz":
-        return [(1.0, smp_losses.LovaszLoss(mode=_MULTICLASS))]
+        return [(1.0, smp_losses.LovaszLoss(**kw))]
     raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
 
 
@@ -95,12 +98,7 @@ class SegmentationLoss(nn.Module):
             raise ValueError(f"target must have shape {(b, h, w)}, got {tuple(target.shape)}")
         if target.is_floating_point() or target.is_complex():
             raise TypeError(f"target must hold integer class indices, got {target.dtype}")
-        target = target.long()
-        class_logits = logits[:, : self.n_classes]
-        loss = sum(
-            wt * term(class_logits, target)
-            for wt, term in zip(self.weights, self.terms, strict=True)
-        )
+        loss = self.segmentation(logits, target)
         if self.n_extra:
             if flows is None:
                 raise ValueError(f"n_extra={self.n_extra}: a flows target is required")
@@ -111,6 +109,14 @@ class SegmentationLoss(nn.Module):
             extra = logits[:, self.n_classes :]
             loss = loss + self.flow_weight * F.mse_loss(extra, flows.to(extra.dtype))
         return loss
+
+    def segmentation(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The class terms only (pixels whose target is ``IGNORE_INDEX`` do not count)."""
+        class_logits = logits[:, : self.n_classes]
+        return sum(
+            wt * term(class_logits, target.long())
+            for wt, term in zip(self.weights, self.terms, strict=True)
+        )
 
     def extra_repr(self) -> str:
         return (

@@ -70,7 +70,7 @@ def _evaluate(
             x = torch.stack([t[0] for t in batch]).to(device)
             y = torch.stack([t[1] for t in batch]).to(device)
             logits = model(x).float()
-            losses.append(float(loss_fn(logits, y)) * len(batch))
+            losses.append(float(loss_fn.segmentation(logits, y)) * len(batch))
             pred = logits[:, :n_classes].argmax(1)
             known = y >= 0  # padded pixels carry an ignore index
             for k in range(1, n_classes):
@@ -246,7 +246,7 @@ def fit_fold(
                     n_seen += len(x)
                     bar.update(1)
                 v_loss, v_dice = _evaluate(
-                    model, valid, loss_fn if not flows else _seg_only(loss_fn), n_classes, dev, bs
+                    model, valid, loss_fn, n_classes, dev, bs
                 )
                 row = {
                     "epoch": epoch,
@@ -307,19 +307,6 @@ def _one_cycle(opt, lr: float, total_steps: int):
     return torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=lr, total_steps=total_steps, pct_start=max(0.25, 2.0 / total_steps)
     )
-
-
-def _seg_only(loss_fn):
-    """Validation loss of a flows model: the segmentation part only (no flow targets)."""
-
-    def f(logits, y):
-        return (
-            loss_fn.segmentation(logits, y)
-            if hasattr(loss_fn, "segmentation")
-            else loss_fn(logits, y)
-        )
-
-    return f
 
 
 def _item_name(item) -> str:

@@ -1,0 +1,161 @@
+"""The lazy prediction API for notebooks: dask-backed xarray objects, computable on any client.
+
+``scaleseg.predict(image, ensemble)`` builds, per block, one delayed call of the same kernel that
+the batch command runs; every output array and the image score U are views of those calls, so
+computing several of them together runs each block once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._blocks import compute_block, plan_blocks
+from ._models import EnsembleInfo, get_models, read_ensemble, verify_ensemble
+
+__all__ = ["predict"]
+
+
+def _block(url: str, core: tuple, info: EnsembleInfo, opts: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from ..io import open_image, to_cyx
+    from ..training._normalize import Normalization
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    image = to_cyx(open_image(url))
+    return compute_block(
+        image,
+        (slice(*core[0]), slice(*core[1])),
+        models=get_models(info, device),
+        normalization=Normalization.from_dict(info.normalization),
+        tile_shape=tuple(opts["tile_shape"]),
+        overlap=opts["overlap"],
+        n_classes=info.n_classes,
+        n_extra=info.n_extra,
+        tta=opts["tta"],
+        batch_size=opts["batch_size"],
+        zeta=opts["zeta"],
+        device=device,
+        name=url,
+    )
+
+
+def _score(partials: list) -> np.ndarray:
+    from ..uncertainty import combine_partials, image_score
+
+    s = image_score(combine_partials(list(partials)))
+    return np.array([s["U"], s["U_epistemic"]], dtype=np.float64)
+
+
+def _image_dataset(ref, info: EnsembleInfo, opts: dict[str, Any]):
+    import dask
+    import dask.array as da
+    import xarray as xr
+
+    from ..io import open_image, to_cyx
+
+    image = to_cyx(open_image(ref))
+    _, ny, nx = (int(s) for s in image.shape)
+    if int(image.shape[0]) != info.in_channels:
+        raise ValueError(f"{ref.url}: {image.shape[0]} channel(s), the ensemble expects {info.in_channels}")
+    bplan = plan_blocks((ny, nx), block_shape=opts["block_shape"], chunks=opts["block_shape"])
+    k = info.n_classes
+    grid: dict[str, list[list[Any]]] = {n: [] for n in ("probabilities", "labels", "uncertainty")}
+    partials = []
+    row_y = -1
+    for by, _bx, ys, xs in bplan.cores():
+        if by != row_y:
+            row_y = by
+            for rows in grid.values():
+                rows.append([])
+        h, w = ys.stop - ys.start, xs.stop - xs.start
+        core = ((ys.start, ys.stop), (xs.start, xs.stop))
+        name = f"scaleseg-block-{dask.base.tokenize(ref.url, core, info.checksums, opts)}"
+        d = dask.delayed(_block, pure=True, name=name)(ref.url, core, info, opts)
+        grid["probabilities"][-1].append(da.from_delayed(d["probabilities"], (k, h, w), np.float32))
+        grid["labels"][-1].append(da.from_delayed(d["labels"], (h, w), np.uint8 if k <= 256 else np.uint16))
+        grid["uncertainty"][-1].append(da.from_delayed(d["uncertainty"], (3, h, w), np.float32))
+        partials.append(d["partials"])
+    prob = da.block(grid["probabilities"])
+    unc = da.block(grid["uncertainty"])
+    labels = da.block(grid["labels"])
+    scores = da.from_delayed(dask.delayed(_score, pure=True)(partials), (2,), np.float64)
+    coords = {"y": np.arange(ny), "x": np.arange(nx), "class": list(info.classes)}
+    ds = xr.Dataset(
+        {
+            "probabilities": (("class", "y", "x"), prob),
+            "labels": (("y", "x"), labels),
+            "uncertainty": (("y", "x"), unc[0]),
+            "epistemic": (("y", "x"), unc[1]),
+            "aleatoric": (("y", "x"), unc[2]),
+            "U": ((), scores[0]),
+            "U_epistemic": ((), scores[1]),
+        },
+        coords=coords,
+        attrs={"image": ref.name, "url": ref.url, "ensemble": info.path, **{k_: str(v) for k_, v in opts.items()}},
+    )
+    return ds
+
+
+def predict(
+    source,
+    ensemble: str | Path | EnsembleInfo,
+    *,
+    tile_shape: tuple[int, int] | None = None,
+    overlap: float = 0.5,
+    tta: str = "flips",
+    block_shape: tuple[int, int] = (2048, 2048),
+    batch_size: int = 4,
+    zeta: float = 4.0,
+):
+    """Lazy ensemble prediction of an image or a collection.
+
+    Parameters
+    ----------
+    source : path, URL or ImageRef
+        One OME-Zarr image, or a collection / HCS plate.
+    ensemble : path or EnsembleInfo
+        An ensemble folder (weights are checked against ``ensemble.json``).
+
+    Returns
+    -------
+    xarray.Dataset or xarray.DataTree
+        For one image a Dataset with lazy ``probabilities (class, y, x)``, ``labels``,
+        ``uncertainty``, ``epistemic``, ``aleatoric`` and the scalars ``U`` / ``U_epistemic``.
+        For a collection a DataTree with one such Dataset per image name. Nothing is computed
+        until asked (``ds.U.compute()``, ``ds.labels[:512, :512].values``), on whatever
+        scheduler or client is active.
+    """
+    import xarray as xr
+
+    from ..io import ImageRef, open_collection
+
+    info = ensemble if isinstance(ensemble, EnsembleInfo) else read_ensemble(ensemble)
+    verify_ensemble(info)
+    opts = {
+        "tile_shape": list(tile_shape or info.tile_shape),
+        "overlap": float(overlap),
+        "tta": tta,
+        "batch_size": int(batch_size),
+        "zeta": float(zeta),
+        "block_shape": list(block_shape),
+    }
+    refs = [source] if isinstance(source, ImageRef) else open_collection(source)
+    if len(refs) == 1 and not _is_collection(source):
+        return _image_dataset(refs[0], info, opts)
+    return xr.DataTree.from_dict({r.name: _image_dataset(r, info, opts) for r in refs})
+
+
+def _is_collection(source) -> bool:
+    from ..io import ImageRef, ome_attrs, open_group
+
+    if isinstance(source, ImageRef):
+        return False
+    try:
+        attrs, _ = ome_attrs(open_group(source))
+    except (ValueError, FileNotFoundError):
+        return True
+    return "multiscales" not in attrs

@@ -1,0 +1,172 @@
+"""`scaleseg predict`: blocked vs whole image, resume, bad inputs, plates, the lazy API."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaleseg import io
+from scaleseg.cli import main
+from scaleseg.inference import predict_collection, read_ensemble
+from scaleseg.inference._lazy import predict
+
+
+def _opts(block, chunks=(32, 32), tta="flips"):
+    return {"tile_shape": [64, 64], "overlap": 0.5, "tta": tta, "batch_size": 4, "zeta": 4.0,
+            "block_shape": list(block), "chunks": list(chunks), "write_probabilities": True,
+            "probabilities_dtype": "float32", "ngff_version": "0.5"}
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pred") / "col"
+    rng = np.random.default_rng(0)
+    for name, shape in (("a", (131, 97)), ("b", (64, 150))):
+        img = (rng.random((1, *shape)) * 6000).astype(np.uint16)
+        io.write_image(root / f"{name}.zarr", img, chunks=(40, 40), n_levels=2)
+    return root
+
+
+def _read_outputs(out, name):
+    url = out / "images" / f"{name}.zarr"
+    return (io.open_image(url).values, io.open_image(url / "probabilities").values,
+            io.open_labels(url, "semantic").values)
+
+
+def test_blocked_equals_whole_image(collection, tiny_ensemble, tmp_path):
+    info = read_ensemble(tiny_ensemble)
+    refs = io.open_collection(collection)
+    whole = predict_collection(refs, info, tmp_path / "whole", opts=_opts((4096, 4096), chunks=(256, 256)))
+    blocked = predict_collection(refs, info, tmp_path / "blocked", opts=_opts((64, 64), chunks=(64, 64)))
+    assert (blocked["images"]["n_blocks"] > 1).all() and (whole["images"]["n_blocks"] == 1).all()
+    for name in ("a", "b"):
+        uw, pw, lw = _read_outputs(tmp_path / "whole", name)
+        ub, pb, lb = _read_outputs(tmp_path / "blocked", name)
+        np.testing.assert_array_equal(lb, lw)
+        np.testing.assert_allclose(pb, pw, atol=1e-5)
+        np.testing.assert_allclose(ub, uw, atol=1e-5)
+    tw = whole["images"].set_index("image")
+    tb = blocked["images"].set_index("image")
+    np.testing.assert_allclose(tb.loc[["a", "b"], "U"], tw.loc[["a", "b"], "U"], atol=1e-6)
+    # lower pyramid levels written block by block equal the whole-image pyramid
+    url_b = tmp_path / "blocked" / "images" / "a.zarr"
+    url_w = tmp_path / "whole" / "images" / "a.zarr"
+    np.testing.assert_array_equal(io.open_labels(url_b, "semantic", level=1).values,
+                                  io.open_labels(url_w, "semantic", level=1).values)
+
+
+def test_lazy_api_matches_batch(collection, tiny_ensemble, tmp_path):
+    info = read_ensemble(tiny_ensemble)
+    ref = io.open_collection(collection / "a.zarr")[0]
+    res = predict_collection([ref], info, tmp_path / "o", opts=_opts((64, 64)))
+    ds = predict(collection / "a.zarr", tiny_ensemble, block_shape=(48, 48))
+    assert ds.labels.dims == ("y", "x") and ds.probabilities.shape == (2, 131, 97)
+    u, _, labels = _read_outputs(tmp_path / "o", "a")
+    np.testing.assert_array_equal(ds.labels.values, labels)
+    np.testing.assert_allclose(ds.uncertainty.values, u[0], atol=1e-5)
+    assert float(ds.U) == pytest.approx(res["images"]["U"].iloc[0], abs=1e-6)
+    tree = predict(collection, tiny_ensemble)
+    assert set(tree.children) == {"a", "b"}
+    assert np.isfinite(float(tree["b"].ds.U)) or tree["b"].ds.labels.values.max() == 0
+
+
+def test_cli_bad_images_recorded_rest_complete(tmp_path, tiny_ensemble, capsys):
+    col = tmp_path / "col"
+    rng = np.random.default_rng(1)
+    io.write_image(col / "good.zarr", (rng.random((1, 80, 80)) * 200).astype(np.uint8), n_levels=1)
+    io.write_image(col / "rgb.zarr", rng.integers(0, 255, (3, 80, 80), dtype=np.uint8), n_levels=1)
+    io.write_image(col / "tiny.zarr", rng.integers(0, 255, (1, 20, 20), dtype=np.uint8), n_levels=1)
+    nan = rng.random((1, 80, 80)).astype(np.float32)
+    nan[0, 5, 5] = np.nan
+    io.write_image(col / "nan.zarr", nan, n_levels=1)
+    out = tmp_path / "out"
+    rc = main(["predict", "--ensemble", str(tiny_ensemble), "--input", str(col), "--output", str(out),
+               "--chunks", "32", "32", "--block", "64", "64"])
+    assert rc == 3
+    table = pd.read_parquet(out / "images.parquet").set_index("image")
+    assert table.loc["good", "status"] == "ok" and table.loc["good", "rank"] == 1
+    assert "3 channel(s), the ensemble expects 1" in table.loc["rgb", "error"]
+    assert "smaller than the tile" in table.loc["tiny", "error"]
+    assert "NaN or infinite" in table.loc["nan", "error"]
+    assert (out / "images.csv").exists()
+    run = json.loads((out / "run.json").read_text())
+    assert run["summary"]["failed"] == 3 and len(run["models"]) == 2
+
+
+def test_resume_and_rerun(collection, tiny_ensemble, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["predict", "--ensemble", str(tiny_ensemble), "--input", str(collection), "--output",
+            str(out), "--chunks", "32", "32", "--block", "64", "64", "--tta", "none"]
+    assert main(argv) == 0
+    first = _read_outputs(out, "a")
+    table1 = pd.read_parquet(out / "images.parquet")
+    # simulate an interrupted run: some units never finished, their blocks are blank
+    units = sorted((out / "manifest" / "a").glob("*_*.json"))
+    for u in units[::2]:
+        u.unlink()
+    (out / "complete").unlink()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert f"{len(units[::2])} units run" in capsys.readouterr().out
+    for x, y in zip(first, _read_outputs(out, "a")):
+        np.testing.assert_array_equal(x, y)
+    pd.testing.assert_frame_equal(table1.drop(columns=[c for c in table1 if c.startswith("seconds")]),
+                                  pd.read_parquet(out / "images.parquet").drop(
+                                      columns=[c for c in table1 if c.startswith("seconds")]))
+    assert main(argv) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    # other settings on the same output: refused, nothing touched
+    assert main([*argv[:-2], "--tta", "flips"]) == 1
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_corrupt_weights_and_foreign_output(collection, tiny_ensemble, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_ensemble, bad)
+    w = bad / "fold_1" / "weights.safetensors"
+    w.write_bytes(w.read_bytes()[:-100] + b"x" * 100)
+    rc = main(["predict", "--ensemble", str(bad), "--input", str(collection), "--output", str(tmp_path / "o")])
+    assert rc == 1 and "checksum mismatch" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("keep")
+    rc = main(["predict", "--ensemble", str(tiny_ensemble), "--input", str(collection), "--output", str(foreign)])
+    assert rc == 1 and "not a scaleseg prediction" in capsys.readouterr().err
+    assert (foreign / "mine.txt").read_text() == "keep"
+    plain = tmp_path / "plain.zarr"
+    import zarr
+
+    zarr.open_group(str(plain), mode="w")
+    rc = main(["predict", "--ensemble", str(tiny_ensemble), "--input", str(plain), "--output", str(tmp_path / "p")])
+    assert rc == 1 and "no OME-Zarr images" in capsys.readouterr().err
+
+
+def test_on_cluster_and_plate(tmp_path, tiny_ensemble, client):
+    import zarr
+    from ome_zarr.format import FormatV04
+    from ome_zarr.io import parse_url
+    from ome_zarr.writer import write_image, write_plate_metadata, write_well_metadata
+
+    store = parse_url(str(tmp_path / "plate.zarr"), mode="w", fmt=FormatV04()).store
+    plate = zarr.open_group(store, mode="w", zarr_format=2)
+    write_plate_metadata(plate, ["A"], ["1"], ["A/1"], fmt=FormatV04())
+    well = plate.require_group("A").require_group("1")
+    write_well_metadata(well, [{"path": "0"}, {"path": "1"}], fmt=FormatV04())
+    rng = np.random.default_rng(2)
+    for f in ("0", "1"):
+        write_image(rng.integers(0, 255, (1, 70, 70), dtype=np.uint8), well.require_group(f),
+                    axes="cyx", fmt=FormatV04(), storage_options={"chunks": (1, 70, 70)})
+    refs = io.open_collection(tmp_path / "plate.zarr")
+    info = read_ensemble(tiny_ensemble)
+    local = predict_collection(refs, info, tmp_path / "local", opts=_opts((64, 64)))
+    dist = predict_collection(refs, info, tmp_path / "dist", opts=_opts((64, 64)), client=client)
+    assert list(dist["images"]["status"]) == ["ok", "ok"]
+    np.testing.assert_allclose(dist["images"]["U"], local["images"]["U"], atol=1e-6)
+    for r in refs:
+        np.testing.assert_array_equal(_read_outputs(tmp_path / "dist", r.name)[2],
+                                      _read_outputs(tmp_path / "local", r.name)[2])

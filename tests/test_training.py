@@ -1,0 +1,137 @@
+"""Ensemble training: k-fold splits, fold tasks on a cluster vs sequential, resume, artifact."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from scaleseg.training import (
+    ENSEMBLE_FILE,
+    finished_folds,
+    kfold_splits,
+    train_ensemble,
+    training_items,
+)
+
+SPEC = {"arch": "Unet", "encoder": "tu-resnet10t", "in_channels": 1, "n_classes": 2,
+        "n_extra": 0, "encoder_weights": None}
+
+
+def _cfg(**kw):
+    from scaleseg.config import TrainConfig
+
+    base = TrainConfig(encoder="tu-resnet10t", encoder_weights=None, tile_shape=(64, 64),
+                       frozen_epochs=1, epochs=1, n_folds=2, tiles_per_epoch=8, batch_size=4,
+                       augmentations=("flip", "rotate90"))
+    return base.model_copy(update=kw).model_dump(mode="json")
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    from scaleseg.datasets import write_demo_archive
+
+    out = tmp_path_factory.mktemp("train") / "demo"
+    write_demo_archive(out, n_images=4, n_ood=0, shape=(96, 96), seed=3)
+    return out
+
+
+def _items(archive):
+    items, needs_vote, _ = training_items(str(archive / "images"), label="truth")
+    assert not needs_vote
+    return items
+
+
+def test_kfold_splits():
+    splits = kfold_splits(7, 3, seed=1)
+    valid = sorted(i for _, v in splits for i in v)
+    assert valid == list(range(7))
+    for tr, va in splits:
+        assert not set(tr) & set(va) and len(tr) + len(va) == 7
+    assert kfold_splits(7, 3, seed=1) == splits
+    with pytest.raises(ValueError, match="cannot make 3 folds"):
+        kfold_splits(2, 3)
+
+
+def _weights(path):
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+def test_parallel_equals_sequential_resume_and_artifact(archive, tmp_path, client):
+    items = _items(archive)
+    cfg = _cfg()
+    seq = train_ensemble(items, tmp_path / "seq", model_spec=SPEC, train_cfg=cfg)
+    par = train_ensemble(items, tmp_path / "par", model_spec=SPEC, train_cfg=cfg, client=client)
+    assert [f["sha256"] for f in seq["folds"]] == [f["sha256"] for f in par["folds"]]
+    for f in seq["folds"]:
+        a, b = _weights(tmp_path / "seq" / f["path"]), _weights(tmp_path / "par" / f["path"])
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+    # the artifact
+    ens = tmp_path / "seq"
+    manifest = json.loads((ens / ENSEMBLE_FILE).read_text())
+    assert manifest["encoder"] == "tu-resnet10t" and len(manifest["folds"]) == 2
+    assert set(manifest["folds"][0]["valid_images"]) | set(manifest["folds"][1]["valid_images"]) == {
+        i.name for i in items}
+    for f in ("MODEL_CARD.md", "fold_0/history.csv", "fold_0/history.png", "fold_1/fold.json"):
+        assert (ens / f).exists()
+    card = (ens / "MODEL_CARD.md").read_text()
+    assert "valid Dice" in card and "tu-resnet10t" in card
+    # resume: delete one fold, re-run, only that fold is retrained (to identical weights)
+    shutil.rmtree(ens / "fold_1")
+    (ens / "fold_0" / "marker").write_text("kept")
+    again = train_ensemble(items, ens, model_spec=SPEC, train_cfg=cfg)
+    assert (ens / "fold_0" / "marker").exists()
+    assert finished_folds(ens) == [0, 1]
+    assert [f["sha256"] for f in again["folds"]] == [f["sha256"] for f in seq["folds"]]
+
+
+def test_loaded_artifact_reproduces_validation(archive, tmp_path):
+    """Weights loaded back give the validation Dice recorded for the fold."""
+    import torch
+
+    from scaleseg.models import ModelSpec, build_model, load_weights
+    from scaleseg.training import Normalization, validation_tiles
+    from scaleseg.training._fit import _evaluate
+
+    items = _items(archive)
+    cfg = _cfg(epochs=2)
+    manifest = train_ensemble(items, tmp_path / "ens", model_spec=SPEC, train_cfg=cfg)
+    norm = Normalization.from_dict(manifest["normalization"])
+    by_name = {i.name: i for i in items}
+    for f in manifest["folds"]:
+        model = build_model(ModelSpec.from_dict(SPEC))
+        load_weights(model, tmp_path / "ens" / f["path"], expected_sha256=f["sha256"])
+        tiles = validation_tiles([by_name[n] for n in f["valid_images"]], tile_shape=(64, 64),
+                                 normalization=norm)
+        from scaleseg.models import build_loss
+
+        _, dice = _evaluate(model, tiles, build_loss("ce_dice", n_classes=2), 2,
+                            torch.device("cpu"), 4)
+        assert dice == pytest.approx(f["valid_dice"], abs=1e-6)
+
+
+def test_train_cli_and_export(archive, tmp_path, capsys):
+    from scaleseg.cli import main
+
+    out = tmp_path / "ens"
+    argv = ["train", str(archive / "images"), str(out), "--label", "truth", "--encoder", "tu-resnet10t",
+            "--encoder-weights", "none", "--folds", "2", "--epochs", "1", "--frozen-epochs", "0",
+            "--tile", "64", "64", "--tiles-per-epoch", "4", "--batch-size", "4",
+            "--export", "torchscript", "--cluster", "local", "--workers", "1"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "validation Dice per fold" in text
+    assert (out / "export" / "fold_0.torchscript.pt").exists()
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "ok" and len(run["models"]) == 2
+    assert main(argv) == 1  # finished ensemble: not overwritten without --overwrite
+    assert "already holds a finished ensemble" in capsys.readouterr().err
+
+
+def test_majority_vote_when_no_gt(archive, tmp_path):
+    items, needs_vote, _ = training_items(str(archive / "images"))
+    assert not items and len(needs_vote) == 4  # several experts, no est_gt in the archive
