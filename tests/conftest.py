@@ -41,8 +41,17 @@ def client():
     cluster.close()
 
 
-def make_random_ensemble(path, *, in_channels=1, n_classes=2, n_models=2, tile=(64, 64),
-                         encoder="tu-resnet10t", n_extra=0, seed=0):
+def make_random_ensemble(
+    path,
+    *,
+    in_channels=1,
+    n_classes=2,
+    n_models=2,
+    tile=(64, 64),
+    encoder="tu-resnet10t",
+    n_extra=0,
+    seed=0,
+):
     """A small ensemble folder with randomly initialised weights (no training)."""
     import json
     from pathlib import Path
@@ -50,19 +59,42 @@ def make_random_ensemble(path, *, in_channels=1, n_classes=2, n_models=2, tile=(
     from scaleseg.models import ModelSpec, build_model, save_weights
 
     path = Path(path)
-    spec = {"arch": "Unet", "encoder": encoder, "in_channels": in_channels, "n_classes": n_classes,
-            "n_extra": n_extra, "encoder_weights": None}
+    spec = {
+        "arch": "Unet",
+        "encoder": encoder,
+        "in_channels": in_channels,
+        "n_classes": n_classes,
+        "n_extra": n_extra,
+        "encoder_weights": None,
+    }
     folds = []
     for k in range(n_models):
         (path / f"fold_{k}").mkdir(parents=True, exist_ok=True)
-        sha = save_weights(build_model(ModelSpec.from_dict(spec), seed=seed + k),
-                           path / f"fold_{k}" / "weights.safetensors")
-        folds.append({"fold": k, "path": f"fold_{k}/weights.safetensors", "sha256": sha,
-                      "valid_dice": 0.0, "train_images": [], "valid_images": []})
-    manifest = {"model": spec, "in_channels": in_channels, "n_classes": n_classes,
-                "n_extra": n_extra, "tile_shape": list(tile), "scale": 1.0,
-                "normalization": {"mean": [0.05] * in_channels, "std": [0.03] * in_channels},
-                "folds": folds, "classes": [f"class_{i}" for i in range(n_classes)]}
+        sha = save_weights(
+            build_model(ModelSpec.from_dict(spec), seed=seed + k),
+            path / f"fold_{k}" / "weights.safetensors",
+        )
+        folds.append(
+            {
+                "fold": k,
+                "path": f"fold_{k}/weights.safetensors",
+                "sha256": sha,
+                "valid_dice": 0.0,
+                "train_images": [],
+                "valid_images": [],
+            }
+        )
+    manifest = {
+        "model": spec,
+        "in_channels": in_channels,
+        "n_classes": n_classes,
+        "n_extra": n_extra,
+        "tile_shape": list(tile),
+        "scale": 1.0,
+        "normalization": {"mean": [0.05] * in_channels, "std": [0.03] * in_channels},
+        "folds": folds,
+        "classes": [f"class_{i}" for i in range(n_classes)],
+    }
     (path / "ensemble.json").write_text(json.dumps(manifest))
     return path
 

@@ -16,9 +16,18 @@ from scaleseg.inference._lazy import predict
 
 
 def _opts(block, chunks=(32, 32), tta="flips"):
-    return {"tile_shape": [64, 64], "overlap": 0.5, "tta": tta, "batch_size": 4, "zeta": 4.0,
-            "block_shape": list(block), "chunks": list(chunks), "write_probabilities": True,
-            "probabilities_dtype": "float32", "ngff_version": "0.5"}
+    return {
+        "tile_shape": [64, 64],
+        "overlap": 0.5,
+        "tta": tta,
+        "batch_size": 4,
+        "zeta": 4.0,
+        "block_shape": list(block),
+        "chunks": list(chunks),
+        "write_probabilities": True,
+        "probabilities_dtype": "float32",
+        "ngff_version": "0.5",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +42,22 @@ def collection(tmp_path_factory):
 
 def _read_outputs(out, name):
     url = out / "images" / f"{name}.zarr"
-    return (io.open_image(url).values, io.open_image(url / "probabilities").values,
-            io.open_labels(url, "semantic").values)
+    return (
+        io.open_image(url).values,
+        io.open_image(url / "probabilities").values,
+        io.open_labels(url, "semantic").values,
+    )
 
 
 def test_blocked_equals_whole_image(collection, tiny_ensemble, tmp_path):
     info = read_ensemble(tiny_ensemble)
     refs = io.open_collection(collection)
-    whole = predict_collection(refs, info, tmp_path / "whole", opts=_opts((4096, 4096), chunks=(256, 256)))
-    blocked = predict_collection(refs, info, tmp_path / "blocked", opts=_opts((64, 64), chunks=(64, 64)))
+    whole = predict_collection(
+        refs, info, tmp_path / "whole", opts=_opts((4096, 4096), chunks=(256, 256))
+    )
+    blocked = predict_collection(
+        refs, info, tmp_path / "blocked", opts=_opts((64, 64), chunks=(64, 64))
+    )
     assert (blocked["images"]["n_blocks"] > 1).all() and (whole["images"]["n_blocks"] == 1).all()
     for name in ("a", "b"):
         uw, pw, lw = _read_outputs(tmp_path / "whole", name)
@@ -55,8 +71,10 @@ def test_blocked_equals_whole_image(collection, tiny_ensemble, tmp_path):
     # lower pyramid levels written block by block equal the whole-image pyramid
     url_b = tmp_path / "blocked" / "images" / "a.zarr"
     url_w = tmp_path / "whole" / "images" / "a.zarr"
-    np.testing.assert_array_equal(io.open_labels(url_b, "semantic", level=1).values,
-                                  io.open_labels(url_w, "semantic", level=1).values)
+    np.testing.assert_array_equal(
+        io.open_labels(url_b, "semantic", level=1).values,
+        io.open_labels(url_w, "semantic", level=1).values,
+    )
 
 
 def test_lazy_api_matches_batch(collection, tiny_ensemble, tmp_path):
@@ -84,8 +102,23 @@ def test_cli_bad_images_recorded_rest_complete(tmp_path, tiny_ensemble, capsys):
     nan[0, 5, 5] = np.nan
     io.write_image(col / "nan.zarr", nan, n_levels=1)
     out = tmp_path / "out"
-    rc = main(["predict", "--ensemble", str(tiny_ensemble), "--input", str(col), "--output", str(out),
-               "--chunks", "32", "32", "--block", "64", "64"])
+    rc = main(
+        [
+            "predict",
+            "--ensemble",
+            str(tiny_ensemble),
+            "--input",
+            str(col),
+            "--output",
+            str(out),
+            "--chunks",
+            "32",
+            "32",
+            "--block",
+            "64",
+            "64",
+        ]
+    )
     assert rc == 3
     table = pd.read_parquet(out / "images.parquet").set_index("image")
     assert table.loc["good", "status"] == "ok" and table.loc["good", "rank"] == 1
@@ -99,8 +132,23 @@ def test_cli_bad_images_recorded_rest_complete(tmp_path, tiny_ensemble, capsys):
 
 def test_resume_and_rerun(collection, tiny_ensemble, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["predict", "--ensemble", str(tiny_ensemble), "--input", str(collection), "--output",
-            str(out), "--chunks", "32", "32", "--block", "64", "64", "--tta", "none"]
+    argv = [
+        "predict",
+        "--ensemble",
+        str(tiny_ensemble),
+        "--input",
+        str(collection),
+        "--output",
+        str(out),
+        "--chunks",
+        "32",
+        "32",
+        "--block",
+        "64",
+        "64",
+        "--tta",
+        "none",
+    ]
     assert main(argv) == 0
     first = _read_outputs(out, "a")
     table1 = pd.read_parquet(out / "images.parquet")
@@ -114,9 +162,12 @@ def test_resume_and_rerun(collection, tiny_ensemble, tmp_path, capsys):
     assert f"{len(units[::2])} units run" in capsys.readouterr().out
     for x, y in zip(first, _read_outputs(out, "a")):
         np.testing.assert_array_equal(x, y)
-    pd.testing.assert_frame_equal(table1.drop(columns=[c for c in table1 if c.startswith("seconds")]),
-                                  pd.read_parquet(out / "images.parquet").drop(
-                                      columns=[c for c in table1 if c.startswith("seconds")]))
+    pd.testing.assert_frame_equal(
+        table1.drop(columns=[c for c in table1 if c.startswith("seconds")]),
+        pd.read_parquet(out / "images.parquet").drop(
+            columns=[c for c in table1 if c.startswith("seconds")]
+        ),
+    )
     assert main(argv) == 0
     assert "nothing to do" in capsys.readouterr().out
     # other settings on the same output: refused, nothing touched
@@ -129,20 +180,50 @@ def test_corrupt_weights_and_foreign_output(collection, tiny_ensemble, tmp_path,
     shutil.copytree(tiny_ensemble, bad)
     w = bad / "fold_1" / "weights.safetensors"
     w.write_bytes(w.read_bytes()[:-100] + b"x" * 100)
-    rc = main(["predict", "--ensemble", str(bad), "--input", str(collection), "--output", str(tmp_path / "o")])
+    rc = main(
+        [
+            "predict",
+            "--ensemble",
+            str(bad),
+            "--input",
+            str(collection),
+            "--output",
+            str(tmp_path / "o"),
+        ]
+    )
     assert rc == 1 and "checksum mismatch" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "mine.txt").write_text("keep")
-    rc = main(["predict", "--ensemble", str(tiny_ensemble), "--input", str(collection), "--output", str(foreign)])
+    rc = main(
+        [
+            "predict",
+            "--ensemble",
+            str(tiny_ensemble),
+            "--input",
+            str(collection),
+            "--output",
+            str(foreign),
+        ]
+    )
     assert rc == 1 and "not a scaleseg prediction" in capsys.readouterr().err
     assert (foreign / "mine.txt").read_text() == "keep"
     plain = tmp_path / "plain.zarr"
     import zarr
 
     zarr.open_group(str(plain), mode="w")
-    rc = main(["predict", "--ensemble", str(tiny_ensemble), "--input", str(plain), "--output", str(tmp_path / "p")])
+    rc = main(
+        [
+            "predict",
+            "--ensemble",
+            str(tiny_ensemble),
+            "--input",
+            str(plain),
+            "--output",
+            str(tmp_path / "p"),
+        ]
+    )
     assert rc == 1 and "no OME-Zarr images" in capsys.readouterr().err
 
 
@@ -159,8 +240,13 @@ def test_on_cluster_and_plate(tmp_path, tiny_ensemble, client):
     write_well_metadata(well, [{"path": "0"}, {"path": "1"}], fmt=FormatV04())
     rng = np.random.default_rng(2)
     for f in ("0", "1"):
-        write_image(rng.integers(0, 255, (1, 70, 70), dtype=np.uint8), well.require_group(f),
-                    axes="cyx", fmt=FormatV04(), storage_options={"chunks": (1, 70, 70)})
+        write_image(
+            rng.integers(0, 255, (1, 70, 70), dtype=np.uint8),
+            well.require_group(f),
+            axes="cyx",
+            fmt=FormatV04(),
+            storage_options={"chunks": (1, 70, 70)},
+        )
     refs = io.open_collection(tmp_path / "plate.zarr")
     info = read_ensemble(tiny_ensemble)
     local = predict_collection(refs, info, tmp_path / "local", opts=_opts((64, 64)))
@@ -168,5 +254,7 @@ def test_on_cluster_and_plate(tmp_path, tiny_ensemble, client):
     assert list(dist["images"]["status"]) == ["ok", "ok"]
     np.testing.assert_allclose(dist["images"]["U"], local["images"]["U"], atol=1e-6)
     for r in refs:
-        np.testing.assert_array_equal(_read_outputs(tmp_path / "dist", r.name)[2],
-                                      _read_outputs(tmp_path / "local", r.name)[2])
+        np.testing.assert_array_equal(
+            _read_outputs(tmp_path / "dist", r.name)[2],
+            _read_outputs(tmp_path / "local", r.name)[2],
+        )

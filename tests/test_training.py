@@ -16,16 +16,30 @@ from scaleseg.training import (
     training_items,
 )
 
-SPEC = {"arch": "Unet", "encoder": "tu-resnet10t", "in_channels": 1, "n_classes": 2,
-        "n_extra": 0, "encoder_weights": None}
+SPEC = {
+    "arch": "Unet",
+    "encoder": "tu-resnet10t",
+    "in_channels": 1,
+    "n_classes": 2,
+    "n_extra": 0,
+    "encoder_weights": None,
+}
 
 
 def _cfg(**kw):
     from scaleseg.config import TrainConfig
 
-    base = TrainConfig(encoder="tu-resnet10t", encoder_weights=None, tile_shape=(64, 64),
-                       frozen_epochs=1, epochs=1, n_folds=2, tiles_per_epoch=8, batch_size=4,
-                       augmentations=("flip", "rotate90"))
+    base = TrainConfig(
+        encoder="tu-resnet10t",
+        encoder_weights=None,
+        tile_shape=(64, 64),
+        frozen_epochs=1,
+        epochs=1,
+        n_folds=2,
+        tiles_per_epoch=8,
+        batch_size=4,
+        augmentations=("flip", "rotate90"),
+    )
     return base.model_copy(update=kw).model_dump(mode="json")
 
 
@@ -74,8 +88,9 @@ def test_parallel_equals_sequential_resume_and_artifact(archive, tmp_path, clien
     ens = tmp_path / "seq"
     manifest = json.loads((ens / ENSEMBLE_FILE).read_text())
     assert manifest["encoder"] == "tu-resnet10t" and len(manifest["folds"]) == 2
-    assert set(manifest["folds"][0]["valid_images"]) | set(manifest["folds"][1]["valid_images"]) == {
-        i.name for i in items}
+    assert set(manifest["folds"][0]["valid_images"]) | set(
+        manifest["folds"][1]["valid_images"]
+    ) == {i.name for i in items}
     for f in ("MODEL_CARD.md", "fold_0/history.csv", "fold_0/history.png", "fold_1/fold.json"):
         assert (ens / f).exists()
     card = (ens / "MODEL_CARD.md").read_text()
@@ -105,12 +120,14 @@ def test_loaded_artifact_reproduces_validation(archive, tmp_path):
     for f in manifest["folds"]:
         model = build_model(ModelSpec.from_dict(SPEC))
         load_weights(model, tmp_path / "ens" / f["path"], expected_sha256=f["sha256"])
-        tiles = validation_tiles([by_name[n] for n in f["valid_images"]], tile_shape=(64, 64),
-                                 normalization=norm)
+        tiles = validation_tiles(
+            [by_name[n] for n in f["valid_images"]], tile_shape=(64, 64), normalization=norm
+        )
         from scaleseg.models import build_loss
 
-        _, dice = _evaluate(model, tiles, build_loss("ce_dice", n_classes=2), 2,
-                            torch.device("cpu"), 4)
+        _, dice = _evaluate(
+            model, tiles, build_loss("ce_dice", n_classes=2), 2, torch.device("cpu"), 4
+        )
         assert dice == pytest.approx(f["valid_dice"], abs=1e-6)
 
 
@@ -118,10 +135,36 @@ def test_train_cli_and_export(archive, tmp_path, capsys):
     from scaleseg.cli import main
 
     out = tmp_path / "ens"
-    argv = ["train", str(archive / "images"), str(out), "--label", "truth", "--encoder", "tu-resnet10t",
-            "--encoder-weights", "none", "--folds", "2", "--epochs", "1", "--frozen-epochs", "0",
-            "--tile", "64", "64", "--tiles-per-epoch", "4", "--batch-size", "4",
-            "--export", "torchscript", "--cluster", "local", "--workers", "1"]
+    argv = [
+        "train",
+        str(archive / "images"),
+        str(out),
+        "--label",
+        "truth",
+        "--encoder",
+        "tu-resnet10t",
+        "--encoder-weights",
+        "none",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--frozen-epochs",
+        "0",
+        "--tile",
+        "64",
+        "64",
+        "--tiles-per-epoch",
+        "4",
+        "--batch-size",
+        "4",
+        "--export",
+        "torchscript",
+        "--cluster",
+        "local",
+        "--workers",
+        "1",
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "validation Dice per fold" in text

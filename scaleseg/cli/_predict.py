@@ -23,6 +23,11 @@ def register(sub) -> None:
     p.add_argument("--input", required=True, help="OME-Zarr image, HCS plate or collection")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument(
+        "--images-file",
+        help="predict only these images (text: a name per line; CSV: 'name' column)",
+    )
+    p.add_argument("--where", help="filter rows of a CSV --images-file, e.g. split=test")
+    p.add_argument(
         "--tile", type=int, nargs=2, metavar=("Y", "X"), help="window (default: the ensemble's)"
     )
     p.add_argument("--overlap", type=float, help="window overlap fraction (default 0.5)")

@@ -51,7 +51,9 @@ def output_levels(
     """
     for levels in range(max_levels, 1, -1):
         f = 1 << (levels - 1)
-        if all((c >= n or c % f == 0) and min(c, n) // f >= min_chunk for c, n in zip(chunks, shape)):
+        if all(
+            (c >= n or c % f == 0) and min(c, n) // f >= min_chunk for c, n in zip(chunks, shape)
+        ):
             return levels
     return 1
 

@@ -60,7 +60,9 @@ def _image_dataset(ref, info: EnsembleInfo, opts: dict[str, Any]):
     image = to_cyx(open_image(ref))
     _, ny, nx = (int(s) for s in image.shape)
     if int(image.shape[0]) != info.in_channels:
-        raise ValueError(f"{ref.url}: {image.shape[0]} channel(s), the ensemble expects {info.in_channels}")
+        raise ValueError(
+            f"{ref.url}: {image.shape[0]} channel(s), the ensemble expects {info.in_channels}"
+        )
     bplan = plan_blocks((ny, nx), block_shape=opts["block_shape"], chunks=opts["block_shape"])
     k = info.n_classes
     grid: dict[str, list[list[Any]]] = {n: [] for n in ("probabilities", "labels", "uncertainty")}
@@ -76,7 +78,9 @@ def _image_dataset(ref, info: EnsembleInfo, opts: dict[str, Any]):
         name = f"scaleseg-block-{dask.base.tokenize(ref.url, core, info.checksums, opts)}"
         d = dask.delayed(_block, pure=True, name=name)(ref.url, core, info, opts)
         grid["probabilities"][-1].append(da.from_delayed(d["probabilities"], (k, h, w), np.float32))
-        grid["labels"][-1].append(da.from_delayed(d["labels"], (h, w), np.uint8 if k <= 256 else np.uint16))
+        grid["labels"][-1].append(
+            da.from_delayed(d["labels"], (h, w), np.uint8 if k <= 256 else np.uint16)
+        )
         grid["uncertainty"][-1].append(da.from_delayed(d["uncertainty"], (3, h, w), np.float32))
         partials.append(d["partials"])
     prob = da.block(grid["probabilities"])
@@ -95,7 +99,12 @@ def _image_dataset(ref, info: EnsembleInfo, opts: dict[str, Any]):
             "U_epistemic": ((), scores[1]),
         },
         coords=coords,
-        attrs={"image": ref.name, "url": ref.url, "ensemble": info.path, **{k_: str(v) for k_, v in opts.items()}},
+        attrs={
+            "image": ref.name,
+            "url": ref.url,
+            "ensemble": info.path,
+            **{k_: str(v) for k_, v in opts.items()},
+        },
     )
     return ds
 

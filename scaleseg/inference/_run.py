@@ -95,6 +95,8 @@ def predict_unit(task: dict[str, Any]) -> dict[str, Any]:
     )
     t1 = time.perf_counter()
     out = task["out_url"]
+    if task.get("create"):
+        _create_outputs(out, tuple(task["shape"]), info, o, o["ngff_version"])
     unc = open_group(out, mode="r+")
     write_block([unc[f"s{i}"] for i in range(o["levels"])], res["uncertainty"], core, labels=False)
     sem = open_group(f"{out}/labels/semantic", mode="r+")
@@ -237,12 +239,13 @@ def predict_collection(
         cores = bplan.cores()
         row["n_blocks"] = len(cores)
         mdir = out / "manifest" / ref.name
-        if not (mdir / "created").exists():
+        # a single-block image creates its outputs inside its own unit (no driver I/O per
+        # image); blocks of one image share outputs, so those are created here, first
+        create_in_unit = len(cores) == 1
+        if not create_in_unit and not (mdir / "created").exists():
             _create_outputs(url, shape, info, o, opts["ngff_version"])
             mdir.mkdir(parents=True, exist_ok=True)
-            (mdir / "created").write_text(
-                json.dumps({"chunks": list(bplan.chunks), "levels": o["levels"]})
-            )
+            (mdir / "created").write_text("")
         for by, bx, ys, xs in cores:
             mpath = mdir / f"{by}_{bx}.json"
             if mpath.exists():
@@ -250,6 +253,8 @@ def predict_collection(
                 continue
             tasks.append(
                 {
+                    "create": create_in_unit,
+                    "shape": shape,
                     "image_url": ref.url,
                     "name": ref.name,
                     "by": by,

@@ -245,9 +245,7 @@ def fit_fold(
                     run_loss += float(loss.detach()) * len(x)
                     n_seen += len(x)
                     bar.update(1)
-                v_loss, v_dice = _evaluate(
-                    model, valid, loss_fn, n_classes, dev, bs
-                )
+                v_loss, v_dice = _evaluate(model, valid, loss_fn, n_classes, dev, bs)
                 row = {
                     "epoch": epoch,
                     "phase": phase,
