@@ -12,10 +12,7 @@ Layout::
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -117,15 +114,13 @@ def write_demo_archive(
     """
     import pandas as pd
 
-    from ..io import remove_location
+    from .._tasks import map_tasks
+    from ..io._atomic import atomic_directory
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists (use --overwrite to replace it)")
     if n_images < 0 or n_ood < 0 or n_images + n_ood == 0:
         raise ValueError("the demo archive needs at least one image")
+    out = Path(out)
     plan = demo_plan(n_images, n_ood, seed=seed)
-    tmp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
     opts = {
         "shape": tuple(shape),
         "n_experts": n_experts,
@@ -133,31 +128,13 @@ def write_demo_archive(
         "n_levels": n_levels,
         "ngff_version": ngff_version,
     }
-    rows = []
-    try:
-        (tmp / "images").mkdir(parents=True)
-        if client is not None:
-            from distributed import as_completed
-
-            futures = client.map(_write_one, plan, root=str(tmp), opts=opts, pure=False)
-            for fut in as_completed(futures):
-                rows.append(fut.result())
-                if progress:
-                    progress(1)
-        else:
-            with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-                for row in pool.map(lambda e: _write_one(e, str(tmp), opts), plan):
-                    rows.append(row)
-                    if progress:
-                        progress(1)
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        (tmp / "images").mkdir()
+        rows = map_tasks(
+            _write_one, plan, client=client, progress=progress, root=str(tmp), opts=opts
+        )
         table = pd.DataFrame(rows).sort_values("name").reset_index(drop=True)
         table.to_csv(tmp / "demo.csv", index=False)
-    except BaseException:
-        remove_location(tmp)
-        raise
-    if out.exists():
-        remove_location(out)
-    os.replace(tmp, out)
     return {
         "out": str(out),
         "collection": str(out / "images"),

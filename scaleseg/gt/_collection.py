@@ -181,20 +181,11 @@ def estimate_collection(
         "chunks": tuple(chunks),
         "n_levels": n_levels,
     }
-    results = []
-    if client is not None:
-        from distributed import as_completed
+    from .._tasks import map_tasks
 
-        futures = client.map(gt_unit, refs, out_root=out_root, opts=opts, pure=False)
-        for fut in as_completed(futures):
-            results.append(fut.result())
-            if progress:
-                progress(1)
-    else:
-        for ref in refs:
-            results.append(gt_unit(ref, out_root, opts))
-            if progress:
-                progress(1)
+    results = map_tasks(
+        gt_unit, refs, client=client, progress=progress, threads=1, out_root=out_root, opts=opts
+    )
     images = pd.DataFrame([r["image"] for r in results]).sort_values("image", ignore_index=True)
     if (images["status"] != "ok").all():
         raise ValueError(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -107,21 +105,11 @@ def run_gt(
     The folder is written as a temporary sibling and renamed when complete; an existing
     ``out`` is kept unless ``overwrite``. ``options`` go to :func:`estimate_collection`.
     """
-    from ..io import remove_location
+    from ..io._atomic import atomic_directory
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists (use --overwrite to replace it)")
-    tmp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        (tmp / "images").mkdir(parents=True)
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        (tmp / "images").mkdir()
         result = estimate_collection(sources, str(tmp), client=client, progress=progress, **options)
         summary = summarise_gt(result)
         write_gt_outputs(result, summary, tmp, formats)
-    except BaseException:
-        remove_location(tmp)
-        raise
-    if out.exists():
-        remove_location(out)
-    os.replace(tmp, out)
     return {"out": str(out), **result, **summary}

@@ -17,7 +17,14 @@ import numpy as np
 from ..io import downsample_image, downsample_labels
 from ._tiling import plan_tiles, reflect_indices, windows_for_region
 
-__all__ = ["BlockPlan", "plan_blocks", "compute_block", "write_block", "output_levels"]
+__all__ = [
+    "BlockPlan",
+    "compute_block",
+    "compute_ensemble_block",
+    "output_levels",
+    "plan_blocks",
+    "write_block",
+]
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,31 @@ def compute_block(
         "seconds_read": t1 - t0,
         "seconds_model": t2 - t1,
     }
+
+
+def compute_ensemble_block(
+    image, core: tuple[slice, slice], info, opts: dict[str, Any], *, device, name: str = ""
+) -> dict[str, Any]:
+    """:func:`compute_block` with the models, normalisation and settings of an ensemble
+    (models from the per-process cache)."""
+    from ..training._normalize import Normalization
+    from ._models import get_models
+
+    return compute_block(
+        image,
+        core,
+        models=get_models(info, device),
+        normalization=Normalization.from_dict(info.normalization),
+        tile_shape=tuple(opts["tile_shape"]),
+        overlap=opts["overlap"],
+        n_classes=info.n_classes,
+        n_extra=info.n_extra,
+        tta=opts["tta"],
+        batch_size=opts["batch_size"],
+        zeta=opts["zeta"],
+        device=device,
+        name=name,
+    )
 
 
 def _level_region(

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ._blocks import compute_block, plan_blocks
-from ._models import EnsembleInfo, get_models, read_ensemble, verify_ensemble
+from ._blocks import compute_ensemble_block, plan_blocks
+from ._models import EnsembleInfo, read_ensemble, verify_ensemble
 
 __all__ = ["predict"]
 
@@ -22,25 +22,11 @@ def _block(url: str, core: tuple, info: EnsembleInfo, opts: dict[str, Any]) -> d
     import torch
 
     from ..io import open_image, to_cyx
-    from ..training._normalize import Normalization
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     image = to_cyx(open_image(url))
-    return compute_block(
-        image,
-        (slice(*core[0]), slice(*core[1])),
-        models=get_models(info, device),
-        normalization=Normalization.from_dict(info.normalization),
-        tile_shape=tuple(opts["tile_shape"]),
-        overlap=opts["overlap"],
-        n_classes=info.n_classes,
-        n_extra=info.n_extra,
-        tta=opts["tta"],
-        batch_size=opts["batch_size"],
-        zeta=opts["zeta"],
-        device=device,
-        name=url,
-    )
+    core_slices = (slice(*core[0]), slice(*core[1]))
+    return compute_ensemble_block(image, core_slices, info, opts, device=device, name=url)
 
 
 def _score(partials: list) -> np.ndarray:

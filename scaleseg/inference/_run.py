@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ._blocks import compute_block, output_levels, plan_blocks, write_block
-from ._models import EnsembleInfo, get_models
+from ._blocks import compute_ensemble_block, output_levels, plan_blocks, write_block
+from ._models import EnsembleInfo
 
 __all__ = [
     "UNCERTAINTY_CHANNELS",
@@ -66,7 +66,6 @@ def predict_unit(task: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from ..io import open_group, open_image, to_cyx
-    from ..training._normalize import Normalization
 
     t0 = time.perf_counter()
     worker = _in_worker()
@@ -75,24 +74,9 @@ def predict_unit(task: dict[str, Any]) -> dict[str, Any]:
     info: EnsembleInfo = task["ensemble"]
     o = task["opts"]
     device = _device()
-    models = get_models(info, device)
     image = to_cyx(open_image(task["image_url"]))
     core = (slice(*task["core"][0]), slice(*task["core"][1]))
-    res = compute_block(
-        image,
-        core,
-        models=models,
-        normalization=Normalization.from_dict(info.normalization),
-        tile_shape=tuple(o["tile_shape"]),
-        overlap=o["overlap"],
-        n_classes=info.n_classes,
-        n_extra=info.n_extra,
-        tta=o["tta"],
-        batch_size=o["batch_size"],
-        zeta=o["zeta"],
-        device=device,
-        name=task["name"],
-    )
+    res = compute_ensemble_block(image, core, info, o, device=device, name=task["name"])
     t1 = time.perf_counter()
     out = task["out_url"]
     if task.get("create"):

@@ -13,14 +13,12 @@ Masks are matched by file stem: ``<masks>/<expert>/<image stem><mask_suffix>.<ex
 from __future__ import annotations
 
 import csv
-import os
-import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._atomic import atomic_directory
 from ._imagefiles import IMAGE_SUFFIXES, ImageFileError, read_image_file, read_mask_file
 from ._store import is_remote, join_url, location_exists, safe_name
 from ._write import remove_location, write_image, write_labels
@@ -171,52 +169,27 @@ def convert_folder(
     dict
         ``out``, ``images`` (rows as in ``conversion.csv``) and ``warnings``.
     """
+    from .._tasks import map_tasks
+
     items, warnings = plan_conversion(images, masks=masks, mask_suffix=mask_suffix)
     out = str(out)
-    if location_exists(out) and not overwrite:
-        raise FileExistsError(f"{out} already exists (use --overwrite to replace it)")
-    remote = is_remote(out)
-    tmp = (
-        out
-        if remote
-        else str(Path(out).with_name(f".{Path(out).name}.partial-{uuid.uuid4().hex[:8]}"))
-    )
-    if remote and location_exists(out):
-        remove_location(out)
     cfg = {"chunks": tuple(chunks), "n_levels": n_levels, "ngff_version": ngff_version}
-    rows: list[dict[str, Any]] = []
-    try:
-        if not remote:
-            Path(tmp).mkdir(parents=True)
-        if client is not None:
-            from distributed import as_completed as dist_completed
 
-            futures = client.map(_convert_one, items, root=tmp, cfg=cfg, pure=False)
-            for fut in dist_completed(futures):
-                rows.append(fut.result())
-                if progress:
-                    progress(1)
-        else:
-            with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-                futs = [pool.submit(_convert_one, it, tmp, cfg) for it in items]
-                try:
-                    for fut in as_completed(futs):
-                        rows.append(fut.result())
-                        if progress:
-                            progress(1)
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+    def write(root: str) -> list[dict[str, Any]]:
+        rows = map_tasks(_convert_one, items, client=client, progress=progress, root=root, cfg=cfg)
         rows.sort(key=lambda r: r["name"])
-        _write_table(join_url(tmp, "conversion.csv"), rows, remote=remote)
-    except BaseException:
-        if not remote:
-            remove_location(tmp)
-        raise
-    if not remote:
-        if Path(out).exists():
-            remove_location(out)  # only reached with overwrite
-        os.replace(tmp, out)
+        _write_table(join_url(root, "conversion.csv"), rows, remote=is_remote(root))
+        return rows
+
+    if is_remote(out):  # no rename on object stores: refuse or clear first, then write in place
+        if location_exists(out):
+            if not overwrite:
+                raise FileExistsError(f"{out} already exists (use --overwrite to replace it)")
+            remove_location(out)
+        rows = write(out)
+    else:
+        with atomic_directory(out, overwrite=overwrite) as tmp:
+            rows = write(str(tmp))
     return {"out": out, "images": rows, "warnings": warnings}
 
 

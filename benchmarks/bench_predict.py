@@ -1,0 +1,273 @@
+"""Prediction benchmarks (issue 5), CPU, random-weight ensembles; every figure from one run.
+
+  (a) overhead = end-to-end predict time / pure model forward time for the same windows, for one
+      4096x4096 image and for 200 small images (1 worker, 1 torch thread in both measurements)
+  (b) throughput with 2 workers vs 1
+  (c) peak worker memory for an 8192x8192 image / for a 1024x1024 image (same block size)
+  (d) scheduler tasks per image and graph-submission time for 1000 images of 1024x1024
+  (e) megapixels per second with the default ensemble (Unet + ConvNeXt-Tiny, M = 5, T = 4)
+
+    python benchmarks/bench_predict.py [--only a b c d e] [--json results/predict.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _common import emit  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _ensemble(tmp: Path, **kw) -> Path:
+    from conftest import make_random_ensemble
+
+    return make_random_ensemble(tmp / f"ens_{kw.get('encoder', 'r10')}_{kw.get('n_models', 2)}", **kw)
+
+
+def _images(root: Path, n: int, shape: tuple[int, int], chunks=(512, 512)) -> Path:
+    import numpy as np
+
+    from scaleseg.io import write_image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img = (rng.random((1, *shape)) * 255).astype(np.uint8)
+        write_image(root / f"img_{i:04d}.zarr", img, chunks=chunks, n_levels=1)
+    return root
+
+
+def _opts(tile=256, tta="none", block=2048, overlap=0.5):
+    return {"tile_shape": [tile, tile], "overlap": overlap, "tta": tta, "batch_size": 4,
+            "zeta": 4.0, "block_shape": [block, block], "chunks": [512, 512],
+            "write_probabilities": True, "probabilities_dtype": "float16", "ngff_version": "0.5"}
+
+
+def _cluster(n_workers: int):
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=":0",
+                           memory_limit="8GiB")
+    return cluster, Client(cluster)
+
+
+def _run(col: Path, ens: Path, out: Path, opts: dict, client) -> tuple[float, object]:
+    from scaleseg.inference import predict_collection, read_ensemble
+    from scaleseg.io import open_collection
+
+    info = read_ensemble(ens)
+    refs = open_collection(col)
+    client.run(lambda: __import__("scaleseg.inference._run"))
+    t0 = time.perf_counter()
+    res = predict_collection(refs, info, out, opts=opts, client=client)
+    return time.perf_counter() - t0, res["images"]
+
+
+def _pure_forward(ens: Path, n_windows: int, tile: int) -> float:
+    """Seconds for ``n_windows`` forward passes of every member on one thread, batch 4."""
+    import torch
+
+    from scaleseg.inference import get_models, read_ensemble
+
+    torch.set_num_threads(1)
+    info = read_ensemble(ens)
+    models = get_models(info, torch.device("cpu"))
+    x = torch.randn(4, info.in_channels, tile, tile)
+    per_model = n_windows // len(models)
+    with torch.inference_mode():
+        models[0](x)  # warm-up
+        t0 = time.perf_counter()
+        for m in models:
+            for b in range(0, per_model, 4):
+                m(x[: min(4, per_model - b)])
+        return time.perf_counter() - t0
+
+
+def bench_overhead(tmp: Path) -> dict:
+    ens1 = _ensemble(tmp, n_models=1)
+    ens2 = _ensemble(tmp, n_models=2)
+    figures = {}
+    big = _images(tmp / "big", 1, (4096, 4096))
+    small = _images(tmp / "small", 200, (256, 256))
+    cluster, client = _cluster(1)
+    try:
+        t_big, tab_big = _run(big, ens1, tmp / "out_big", _opts(tta="none"), client)
+        t_small, tab_small = _run(small, ens2, tmp / "out_small", _opts(tta="flips"), client)
+    finally:
+        client.close()
+        cluster.close()
+    f_big = _pure_forward(ens1, int(tab_big["n_forward"].sum()), 256)
+    f_small = _pure_forward(ens2, int(tab_small["n_forward"].sum()), 256)
+    figures.update(
+        big_image="4096x4096, M=1, T=1, tile 256, overlap 0.5",
+        big_forward_passes=int(tab_big["n_forward"].sum()),
+        big_end_to_end_s=round(t_big, 2), big_pure_forward_s=round(f_big, 2),
+        big_overhead_ratio=round(t_big / f_big, 3),
+        small_images="200 x 256x256, M=2, T=4 (flips), tile 256",
+        small_forward_passes=int(tab_small["n_forward"].sum()),
+        small_end_to_end_s=round(t_small, 2), small_pure_forward_s=round(f_small, 2),
+        small_overhead_ratio=round(t_small / f_small, 3),
+        overhead_target=1.15,
+    )
+    return figures
+
+
+def bench_workers(tmp: Path) -> dict:
+    ens = _ensemble(tmp, n_models=2)
+    col = _images(tmp / "w", 40, (256, 256))
+    times = {}
+    for n in (1, 2):
+        cluster, client = _cluster(n)
+        try:
+            times[n], _ = _run(col, ens, tmp / f"out_w{n}", _opts(tta="flips"), client)
+        finally:
+            client.close()
+            cluster.close()
+    return {"workers_images": "40 x 256x256, M=2, T=4", "seconds_1_worker": round(times[1], 2),
+            "seconds_2_workers": round(times[2], 2), "speedup_2_vs_1": round(times[1] / times[2], 3),
+            "speedup_target": 1.7}
+
+
+def _peak_worker_rss(client, fn) -> tuple[float, object]:
+    import psutil
+
+    pids = list(client.run(os.getpid).values())
+    procs = [psutil.Process(p) for p in pids]
+    peak = [0]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], sum(p.memory_info().rss for p in procs))
+            time.sleep(0.05)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    try:
+        result = fn()
+    finally:
+        stop.set()
+        th.join()
+    return peak[0] / 2**20, result
+
+
+def bench_memory(tmp: Path) -> dict:
+    ens = _ensemble(tmp, n_models=1)
+    out = {}
+    for size in (1024, 8192):
+        col = _images(tmp / f"m{size}", 1, (size, size), chunks=(1024, 1024))
+        cluster, client = _cluster(1)
+        try:
+            opts = _opts(tta="none", block=1024, overlap=0.25)
+            peak, (secs, table) = _peak_worker_rss(
+                client, lambda: _run(col, ens, tmp / f"out_m{size}", opts, client))
+        finally:
+            client.close()
+            cluster.close()
+        out[f"peak_worker_mib_{size}"] = round(peak, 1)
+        out[f"blocks_{size}"] = int(table["n_blocks"].iloc[0])
+        out[f"seconds_{size}"] = round(secs, 1)
+    out["memory_ratio_8192_vs_1024"] = round(out["peak_worker_mib_8192"] / out["peak_worker_mib_1024"], 3)
+    out["memory_settings"] = "block 1024, tile 256, overlap 0.25, M=1, T=1, 1 worker"
+    out["memory_target"] = 1.25
+    return out
+
+
+def bench_tasks(tmp: Path) -> dict:
+    import numpy as np
+    import zarr
+
+    from scaleseg.inference import predict_collection, read_ensemble
+    from scaleseg.io import open_collection, write_image
+
+    ens = _ensemble(tmp, n_models=1)
+    root = tmp / "thousand"
+    base = (np.random.default_rng(0).random((1, 1024, 1024)) * 255).astype(np.uint8)
+    write_image(root / "img_0000.zarr", base, chunks=(1024, 1024), n_levels=1)
+    import shutil
+
+    for i in range(1, 1000):  # same pixels, 1000 distinct images
+        shutil.copytree(root / "img_0000.zarr", root / f"img_{i:04d}.zarr")
+    refs = open_collection(root)
+    info = read_ensemble(ens)
+
+    class Recorder:
+        """Stands in for a Client: records what would be submitted, runs nothing."""
+
+        def __init__(self):
+            self.n_tasks = 0
+            self.submitted_at = None
+
+        def map(self, fn, tasks, **kw):
+            self.n_tasks = len(tasks)
+            self.submitted_at = time.perf_counter()
+            return []
+
+        def scheduler_info(self):
+            return {"workers": {}}
+
+    rec = Recorder()
+    t0 = time.perf_counter()
+    predict_collection(refs, info, tmp / "out_tasks", opts=_opts(block=2048), client=rec)
+    submit_s = rec.submitted_at - t0
+    # and the real cost of sending that graph to a scheduler (tasks not run: cancelled)
+    from distributed import Client, LocalCluster
+
+    from scaleseg.inference import predict_unit
+
+    tasks = [{"i": i, "ensemble": info} for i in range(rec.n_tasks)]
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cl, Client(cl) as c:
+        t1 = time.perf_counter()
+        futs = c.map(predict_unit, tasks, pure=False)
+        c.cancel(futs)
+        send_s = time.perf_counter() - t1
+    del zarr
+    return {"images": len(refs), "tasks": rec.n_tasks, "tasks_per_image": rec.n_tasks / len(refs),
+            "prepare_and_submit_s": round(submit_s, 2), "scheduler_submit_s": round(send_s, 2),
+            "tasks_per_image_target": 10, "submission_target_s": 10}
+
+
+def bench_throughput(tmp: Path) -> dict:
+    ens = _ensemble(tmp, n_models=5, encoder="tu-convnext_tiny", tile=(512, 512))
+    col = _images(tmp / "tp", 2, (512, 512))
+    cluster, client = _cluster(2)
+    try:
+        secs, table = _run(col, ens, tmp / "out_tp", _opts(tile=512, tta="flips"), client)
+    finally:
+        client.close()
+        cluster.close()
+    mp = 2 * 512 * 512 / 1e6
+    return {"default_ensemble": "Unet + tu-convnext_tiny, M=5, T=4, tile 512, 2 images 512x512, 2 workers",
+            "seconds": round(secs, 1), "megapixels_per_second": round(mp / secs, 5),
+            "forward_passes": int(table["n_forward"].sum())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", nargs="+", default=["a", "b", "c", "d", "e"])
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    benches = {"a": bench_overhead, "b": bench_workers, "c": bench_memory, "d": bench_tasks,
+               "e": bench_throughput}
+    figures = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in args.only:
+            t0 = time.perf_counter()
+            res = benches[key](Path(tmp) / key)
+            res[f"bench_{key}_wall_s"] = round(time.perf_counter() - t0, 1)
+            for k, v in res.items():
+                print(f"predict.{k} = {v}", flush=True)
+            figures.update(res)
+    emit("predict", figures, args.json)
+
+
+if __name__ == "__main__":
+    main()
