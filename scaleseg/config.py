@@ -128,12 +128,14 @@ class PredictConfig(_Frozen):
 class InstancesConfig(_Frozen):
     """Instance separation of the semantic prediction."""
 
-    method: Literal["cellpose", "flows", "watershed", "none"] = "watershed"
-    min_size: int = Field(15, ge=0)
-    flow_threshold: float = Field(0.4, ge=0)
-    cellprob_threshold: float = 0.5
+    method: Literal["none", "components", "watershed", "flows", "cellpose"] = Field(
+        "none", description="none (predict only), or the instance method run after predict"
+    )
+    min_size: int = Field(15, ge=0, description="instances smaller than this (pixels) are removed")
+    flow_threshold: float = Field(0.4, ge=0, description="cellpose flow-error threshold")
     cellpose_model: str | None = Field(None, description="local path or cellpose cache model name")
-    diameter: float | None = Field(None, gt=0)
+    diameter: float | None = Field(None, gt=0, description="object diameter for the cellpose model")
+    halo: int = Field(32, ge=0, description="context around each block (pixels)")
 
 
 class QAConfig(_Frozen):

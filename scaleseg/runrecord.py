@@ -136,16 +136,28 @@ class RunRecord:
     command : str
         The command name (``"convert"``, ``"predict"``, ...).
     out_dir : path
-        Where ``run.json`` goes (created if needed).
+        Where the record goes (created if needed).
     config : pydantic model or dict, optional
         The validated configuration used.
     argv : list of str, optional
         The command line, when run from the CLI.
+    filename : str
+        ``run.json`` by default; a stage that adds to another command's output folder uses its
+        own name (``run_instances.json``) so the first record is kept.
     """
 
-    def __init__(self, command: str, out_dir: str | Path, *, config: Any = None, argv=None):
+    def __init__(
+        self,
+        command: str,
+        out_dir: str | Path,
+        *,
+        config: Any = None,
+        argv=None,
+        filename: str = "run.json",
+    ):
         self.command = command
         self.out_dir = Path(out_dir)
+        self.filename = filename
         self.data: dict[str, Any] = {
             "command": command,
             "argv": list(argv) if argv is not None else None,
@@ -197,7 +209,7 @@ class RunRecord:
     # -- writing ----------------------------------------------------------------------------
     def write(self) -> Path:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        path = self.out_dir / "run.json"
+        path = self.out_dir / self.filename
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
         os.replace(tmp, path)

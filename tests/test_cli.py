@@ -126,3 +126,13 @@ def test_info_on_non_ome_zarr(tmp_path, capsys):
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
     assert main(["info", str(tmp_path / "plain.zarr")]) == 1
     assert "no OME-Zarr images" in capsys.readouterr().err
+
+
+def test_cluster_flags_and_performance_report(tmp_path, capsys):
+    report = tmp_path / "report.html"
+    rc = main(["demo-data", str(tmp_path / "demo"), "--images", "2", "--ood", "0", "--size", "48", "48",
+               "--cluster", "local", "--workers", "1", "--performance-report", str(report)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "dashboard: http" in out and "performance report" in out
+    assert "Dask Performance Report" in report.read_text()

@@ -11,7 +11,18 @@ from ._common import CLIError
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = ("_convert", "_demo_data", "_info", "_config", "_gt", "_evaluate", "_train", "_predict")
+_COMMANDS = (
+    "_convert",
+    "_demo_data",
+    "_info",
+    "_config",
+    "_gt",
+    "_evaluate",
+    "_train",
+    "_predict",
+    "_instances",
+    "_rois",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(getattr(args, "config", None))
         if getattr(args, "record", True):
-            record = RunRecord(args.command, args.output, config=cfg, argv=argv_list)
+            record = RunRecord(
+                args.command,
+                getattr(args, getattr(args, "output_attr", "output")),
+                config=cfg,
+                argv=argv_list,
+                filename=getattr(args, "record_name", "run.json"),
+            )
             with record:
                 return int(args.func(args, cfg, record))
         return int(args.func(args, cfg, None))

@@ -46,6 +46,9 @@ def add_cluster_args(parser: argparse.ArgumentParser, *, default_local: bool) ->
         "--scheduler", metavar="ADDRESS", help="connect to a running scheduler (tcp://host:8786)"
     )
     g.add_argument("--workers", type=int, metavar="N", help="workers for a local profile")
+    g.add_argument(
+        "--performance-report", metavar="FILE", help="write Dask's HTML performance report here"
+    )
 
 
 @contextmanager
@@ -63,7 +66,15 @@ def client_from_args(args: argparse.Namespace) -> Iterator[Any]:
         say(
             f"Dask cluster: {target} with {n} workers; dashboard: {dashboard_link(client) or 'none'}"
         )
-        yield client
+        report = getattr(args, "performance_report", None)
+        if not report:
+            yield client
+            return
+        from distributed import performance_report
+
+        with performance_report(filename=report):
+            yield client
+        say(f"performance report: {report}")
 
 
 @contextmanager

@@ -45,6 +45,14 @@ def register(sub) -> None:
     p.add_argument("--tta", choices=["none", "flips", "dihedral"], help="test-time augmentation")
     p.add_argument("--batch-size", type=int, help="windows per forward pass")
     p.add_argument("--no-probabilities", action="store_true", help="do not write probabilities")
+    p.add_argument(
+        "--instances",
+        choices=["none", "components", "watershed", "flows", "cellpose"],
+        help="instance method run after prediction (default none)",
+    )
+    from ._instances import add_method_args
+
+    add_method_args(p)
     p.add_argument("--ngff", choices=["0.4", "0.5"], default="0.5")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     add_config_arg(p)
@@ -59,6 +67,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
     from ..io import open_collection
     from ..tables import write_table
     from ..training._items import select_images
+    from ._instances import instances_config
 
     cfg = cfg.updated(
         "predict",
@@ -116,41 +125,59 @@ def run(args: argparse.Namespace, cfg, record) -> int:
         f"{ {'none': 1, 'flips': 4, 'dihedral': 8}[pc.tta] } augmentations, tile "
         f"{opts['tile_shape'][0]}x{opts['tile_shape'][1]}"
     )
-    with client_from_args(args) as client, progress_bar(0, "blocks") as bar:
-        res = predict_collection(
-            refs,
-            info,
-            out,
-            opts=opts,
-            client=client,
-            torch_threads=get_setting("cluster.torch-threads", 1),
-            retries=pc.retries,
-            progress=bar.update,
-            set_total=lambda n: (setattr(bar, "total", n), bar.refresh()),
+    icfg = instances_config(cfg, args, args.instances).instances
+    record.set_config(cfg.updated("instances", method=icfg.method))
+    with client_from_args(args) as client:
+        with progress_bar(0, "blocks") as bar:
+            res = predict_collection(
+                refs,
+                info,
+                out,
+                opts=opts,
+                client=client,
+                torch_threads=get_setting("cluster.torch-threads", 1),
+                retries=pc.retries,
+                progress=bar.update,
+                set_total=lambda n: (setattr(bar, "total", n), bar.refresh()),
+            )
+        table = res["images"]
+        write_table(table, out / "images", ["parquet", "csv"])
+        failed = table[table["status"] != "ok"]
+        record.add_output(out, name="prediction")
+        record.set_summary(
+            images=len(table),
+            failed=len(failed),
+            units_run=res["units_run"],
+            units_resumed=res["units_resumed"],
+            mean_U=float(table["U"].mean()),
         )
-    table = res["images"]
-    write_table(table, out / "images", ["parquet", "csv"])
-    failed = table[table["status"] != "ok"]
+        say(
+            f"Predicted {len(table) - len(failed)} / {len(table)} images -> {out} "
+            f"({res['units_run']} units run, {res['units_resumed']} resumed)"
+        )
+        for _, r in failed.iterrows():
+            say(f"  failed {r['image']}: {r['error']}")
+        cols = [
+            c
+            for c in ("rank", "image", "U", "U_epistemic", "foreground_fraction", "seconds")
+            if c in table
+        ]
+        say(table[cols].head(10).to_string(index=False))
+        if icfg.method != "none":
+            from ..instances import method_params, run_instances
+            from ._instances import report
+
+            say(f"instances: method {icfg.method}")
+            with progress_bar(None, "instances") as bar:
+                res_i = run_instances(
+                    out,
+                    params=method_params(icfg),
+                    block_shape=tuple(pc.block_shape),
+                    overwrite=True,
+                    client=client,
+                    progress=bar.update,
+                )
+            report(res_i, out, record)
     if failed.empty:
         (out / "complete").write_text("")
-    record.add_output(out, name="prediction")
-    record.set_summary(
-        images=len(table),
-        failed=len(failed),
-        units_run=res["units_run"],
-        units_resumed=res["units_resumed"],
-        mean_U=float(table["U"].mean()),
-    )
-    say(
-        f"Predicted {len(table) - len(failed)} / {len(table)} images -> {out} "
-        f"({res['units_run']} units run, {res['units_resumed']} resumed)"
-    )
-    for _, r in failed.iterrows():
-        say(f"  failed {r['image']}: {r['error']}")
-    cols = [
-        c
-        for c in ("rank", "image", "U", "U_epistemic", "foreground_fraction", "seconds")
-        if c in table
-    ]
-    say(table[cols].head(10).to_string(index=False))
     return 0 if failed.empty else 3

@@ -116,7 +116,12 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             raise CLIError(f"{out} exists and is not a scaleseg ensemble (use --overwrite)")
 
     items, needs_vote, warnings = training_items(
-        args.input, gt=args.gt, label=args.label, names_file=args.images_file, where=args.where
+        args.input,
+        gt=args.gt,
+        label=args.label,
+        names_file=args.images_file,
+        where=args.where,
+        instance_label=args.instance_label,
     )
     for w in warnings:
         say(f"warning: {w}")
@@ -145,7 +150,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             "encoder": t.encoder,
             "in_channels": in_ch,
             "n_classes": t.n_classes,
-            "n_extra": 0,
+            "n_extra": 2 if args.flows else 0,
             "encoder_weights": t.encoder_weights,
         }
         n_models = t.n_models or t.n_folds

@@ -90,6 +90,9 @@ def predict_unit(task: dict[str, Any]) -> dict[str, Any]:
         write_block(
             [prob[f"s{i}"] for i in range(o["levels"])], res["probabilities"], core, labels=False
         )
+    if info.n_extra:
+        flows = open_group(f"{out}/flows", mode="r+")
+        write_block([flows["s0"]], res["extra"], core, labels=False)
     t2 = time.perf_counter()
     p = res["partials"]
     record = {
@@ -174,6 +177,16 @@ def _create_outputs(
             dtype=o["probabilities_dtype"],
             channel_names=info.classes,
             **common,
+        )
+    if info.n_extra:
+        create_multiscale(
+            join_url(url, "flows"),
+            shape=(info.n_extra, *shape),
+            dtype="float32",
+            channel_names=[f"flow_{i}" for i in range(info.n_extra)],
+            chunks=o["chunks"],
+            n_levels=1,
+            ngff_version=ngff,
         )
     create_labels(
         url,

@@ -52,6 +52,7 @@ def training_items(
     label: str | None = None,
     names_file: str | None = None,
     where: str | None = None,
+    instance_label: str | None = None,
 ) -> tuple[list[TrainItem], list[ImageRef], list[str]]:
     """Pair every selected image with its labels.
 
@@ -59,6 +60,8 @@ def training_items(
     ``<gt>/images/<name>.zarr`` label ``est_gt``); ``label`` (a label group of the image); the
     image's own ``est_gt``; its only expert mask. Images with several experts and none of these
     are returned separately (``needs_vote``) so the caller can estimate a majority vote first.
+    ``instance_label`` names a label group of the image with instance ids, used for flow
+    targets (without it, flow targets come from connected components of the labels).
 
     Returns
     -------
@@ -82,7 +85,11 @@ def training_items(
                 raise ValueError(
                     f"{ref.url} has no label image {label!r} (found: {', '.join(names) or 'none'})"
                 )
-            items.append(TrainItem(ref.url, ref.url, label, name=ref.name))
+            if instance_label is not None and instance_label not in names:
+                raise ValueError(f"{ref.url} has no label image {instance_label!r}")
+            items.append(
+                TrainItem(ref.url, ref.url, label, instance_name=instance_label, name=ref.name)
+            )
         elif GT_LABEL in names:
             items.append(TrainItem(ref.url, ref.url, GT_LABEL, name=ref.name))
         elif len(experts) == 1:

@@ -1,0 +1,75 @@
+"""``scaleseg instances``: instance segmentation of a prediction output."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_cluster_args, add_config_arg, client_from_args, progress_bar, say
+
+
+def add_method_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-size", type=int, help="remove instances smaller than this (pixels)")
+    p.add_argument("--flow-threshold", type=float, help="cellpose flow-error threshold (0.4)")
+    p.add_argument("--cellpose-model", help="cellpose model file or cache name (method cellpose)")
+    p.add_argument("--diameter", type=float, help="object diameter for the cellpose model")
+    p.add_argument("--halo", type=int, help="context around each block in pixels (32)")
+
+
+def instances_config(cfg, args, method):
+    return cfg.updated(
+        "instances",
+        method=method,
+        min_size=args.min_size,
+        flow_threshold=args.flow_threshold,
+        cellpose_model=args.cellpose_model,
+        diameter=args.diameter,
+        halo=args.halo,
+    )
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "instances",
+        help="separate touching objects in a prediction output (flows, cellpose, watershed)",
+        description="Instance segmentation of every image of a `scaleseg predict` output: "
+        "components (connected components), watershed (distance transform, no model), flows "
+        "(cellpose mask construction from the ensemble's own flow outputs, `train --flows`) or "
+        "cellpose (deepflash2's method with a local pretrained cellpose model). Blocks are "
+        "stitched across faces. Writes labels/instances, instances.parquet and instance counts.",
+    )
+    p.add_argument("prediction", help="output folder of `scaleseg predict`")
+    p.add_argument(
+        "--method", required=True, choices=["components", "watershed", "flows", "cellpose"]
+    )
+    add_method_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace existing labels/instances")
+    add_config_arg(p)
+    add_cluster_args(p, default_local=False)
+    p.set_defaults(func=run, output_attr="prediction", record_name="run_instances.json")
+
+
+def run(args: argparse.Namespace, cfg, record) -> int:
+    from ..instances import method_params, run_instances
+
+    cfg = instances_config(cfg, args, args.method)
+    record.set_config(cfg)
+    with client_from_args(args) as client, progress_bar(None, "instances") as bar:
+        res = run_instances(
+            args.prediction,
+            params=method_params(cfg.instances),
+            block_shape=tuple(cfg.predict.block_shape),
+            overwrite=args.overwrite,
+            client=client,
+            progress=bar.update,
+        )
+    report(res, args.prediction, record)
+    return 0
+
+
+def report(res, where, record) -> None:
+    images = res["images"]
+    ok = images[images["status"] == "ok"]
+    record.set_summary(instances=int(ok["n_instances"].sum()), images=len(ok))
+    say(
+        f"{int(ok['n_instances'].sum())} instances in {len(ok)} images -> {where}/instances.parquet"
+    )

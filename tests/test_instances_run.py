@@ -1,0 +1,160 @@
+"""The instance stage on prediction outputs: blocked vs whole image, tables, ROIs, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaleseg import io
+from scaleseg.cli import main
+from scaleseg.inference import predict_collection, read_ensemble
+from scaleseg.instances import instance_table, run_instances
+
+
+def _bijective(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when two label images are the same partition up to a permutation of labels."""
+    if not np.array_equal(a > 0, b > 0):
+        return False
+    pairs = np.unique(np.stack([a[a > 0], b[a > 0]]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+
+
+@pytest.fixture(scope="module")
+def predictions(tmp_path_factory, tiny_ensemble):
+    root = tmp_path_factory.mktemp("inst")
+    rng = np.random.default_rng(5)
+    col = root / "col"
+    for name, shape in (("p", (150, 133)), ("q", (96, 96))):
+        io.write_image(
+            col / f"{name}.zarr", (rng.random((1, *shape)) * 255).astype(np.uint8), n_levels=1
+        )
+    info = read_ensemble(tiny_ensemble)
+    outs = {}
+    for tag, block, chunks in (("whole", 4096, 256), ("blocked", 64, 32)):
+        opts = {
+            "tile_shape": [64, 64],
+            "overlap": 0.5,
+            "tta": "none",
+            "batch_size": 4,
+            "zeta": 4.0,
+            "block_shape": [block, block],
+            "chunks": [chunks, chunks],
+            "write_probabilities": True,
+            "probabilities_dtype": "float32",
+            "ngff_version": "0.5",
+        }
+        from scaleseg.tables import write_table
+
+        table = predict_collection(io.open_collection(col), info, root / tag, opts=opts)["images"]
+        write_table(table, root / tag / "images", ["parquet"])
+        import json
+
+        (root / tag / "predict_state.json").write_text(json.dumps({"ensemble": str(tiny_ensemble)}))
+        outs[tag] = (root / tag, block)
+    return outs
+
+
+def _params(method, halo=16):
+    return {
+        "method": method,
+        "min_size": 0,
+        "flow_threshold": 0.4,
+        "cellpose_model": None,
+        "diameter": None,
+        "halo": halo,
+    }
+
+
+def test_components_blocked_equals_whole(predictions):
+    (whole, bw), (blocked, bb) = predictions["whole"], predictions["blocked"]
+    rw = run_instances(whole, params=_params("components"), block_shape=(bw, bw))
+    rb = run_instances(blocked, params=_params("components"), block_shape=(bb, bb))
+    for name in ("p", "q"):
+        a = io.open_labels(whole / "images" / f"{name}.zarr", "instances").values
+        b = io.open_labels(blocked / "images" / f"{name}.zarr", "instances").values
+        assert a.max() > 3
+        assert _bijective(a, b)
+    # the stitched table equals the table of the whole-image labels (same objects, same sums)
+    tb = rb["instances"]
+    lab = io.open_labels(blocked / "images" / "p.zarr", "instances").values
+    img = io.open_image(rb["images"].set_index("image").loc["p", "path"]).values
+    unc = io.open_image(blocked / "images" / "p.zarr").values[0]
+    sem = io.open_labels(blocked / "images" / "p.zarr", "semantic").values
+    ref = instance_table(lab, image=img, uncertainty=unc, semantic=sem)
+    got = tb[tb["image"] == "p"].drop(columns="image").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got[ref.columns], ref, check_dtype=False, atol=1e-6)
+    counts = rw["images"].set_index("image")["n_instances"]
+    assert counts["p"] == lab.max()
+    assert (blocked / "instances.parquet").exists()
+    assert not (blocked / "images" / "p.zarr" / "_instances_provisional").exists()
+
+
+def test_watershed_blocked_close_to_whole(predictions):
+    from scaleseg.metrics import match_instances
+
+    (whole, bw), (blocked, bb) = predictions["whole"], predictions["blocked"]
+    run_instances(whole, params=_params("watershed"), block_shape=(bw, bw), overwrite=True)
+    run_instances(
+        blocked, params=_params("watershed", halo=24), block_shape=(bb, bb), overwrite=True
+    )
+    a = io.open_labels(whole / "images" / "p.zarr", "instances").values
+    b = io.open_labels(blocked / "images" / "p.zarr", "instances").values
+    m = match_instances(b, a, threshold=0.9)
+    assert m.tp / max(m.n_ref, 1) >= 0.9
+
+
+def test_existing_instances_need_overwrite_and_cellpose_message(predictions, capsys):
+    whole, _ = predictions["whole"]
+    assert main(["instances", str(whole), "--method", "components"]) == 1
+    assert "use --overwrite" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "instances",
+                str(whole),
+                "--method",
+                "cellpose",
+                "--overwrite",
+                "--cellpose-model",
+                "/nonexistent/model",
+            ]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "no local cellpose model" in err and "Nothing is downloaded" in err
+
+
+def test_rois_export_import_cli(predictions, tmp_path, capsys):
+    whole, _ = predictions["whole"]
+    assert main(["instances", str(whole), "--method", "components", "--overwrite"]) == 0
+    assert main(["rois", "export", str(whole), "--overwrite"]) == 0
+    zips = sorted((whole / "rois").glob("*.zip"))
+    assert [z.stem for z in zips] == ["p", "q"]
+    img = io.open_collection(pd.read_parquet(whole / "images.parquet")["path"].iloc[0])[0]
+    target = tmp_path / "copy.zarr"
+    io.write_image(target, io.open_image(img).values, n_levels=1)
+    assert (
+        main(
+            [
+                "rois",
+                "import",
+                str(whole / "rois" / f"{img.name}.zip"),
+                "--image",
+                str(target),
+                "--label",
+                "expert_me",
+            ]
+        )
+        == 0
+    )
+    got = io.open_labels(target, "expert_me").values
+    orig = io.open_labels(whole / "images" / f"{img.name}.zarr", "instances").values
+    from scipy import ndimage as ndi
+
+    filled = np.zeros_like(orig)  # ROIs carry outer outlines: holes come back filled
+    for k in range(1, orig.max() + 1):
+        filled[ndi.binary_fill_holes(orig == k)] = k
+    assert got.max() == orig.max()
+    assert np.mean((got > 0) == (filled > 0)) > 0.99
