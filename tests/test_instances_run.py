@@ -158,3 +158,44 @@ def test_rois_export_import_cli(predictions, tmp_path, capsys):
         filled[ndi.binary_fill_holes(orig == k)] = k
     assert got.max() == orig.max()
     assert np.mean((got > 0) == (filled > 0)) > 0.99
+
+
+def test_flows_ensemble_end_to_end(tmp_path):
+    """An ensemble with flow outputs: predict writes flows; the flows method builds masks."""
+    import json
+
+    from conftest import make_random_ensemble
+
+    from scaleseg.tables import write_table
+
+    ens = make_random_ensemble(tmp_path / "ens", n_extra=2, n_models=1)
+    col = tmp_path / "col"
+    io.write_image(
+        col / "f.zarr",
+        (np.random.default_rng(0).random((1, 80, 80)) * 255).astype(np.uint8),
+        n_levels=1,
+    )
+    opts = {
+        "tile_shape": [64, 64],
+        "overlap": 0.5,
+        "tta": "flips",
+        "batch_size": 4,
+        "zeta": 4.0,
+        "block_shape": [4096, 4096],
+        "chunks": [256, 256],
+        "write_probabilities": True,
+        "probabilities_dtype": "float32",
+        "ngff_version": "0.5",
+    }
+    table = predict_collection(
+        io.open_collection(col), read_ensemble(ens), tmp_path / "out", opts=opts
+    )["images"]
+    write_table(table, tmp_path / "out" / "images", ["parquet"])
+    (tmp_path / "out" / "predict_state.json").write_text(json.dumps({"ensemble": str(ens)}))
+    flows = io.open_image(tmp_path / "out" / "images" / "f.zarr" / "flows").values
+    assert flows.shape == (2, 80, 80) and np.isfinite(flows).all()
+    res = run_instances(tmp_path / "out", params=_params("flows"))
+    lab = io.open_labels(tmp_path / "out" / "images" / "f.zarr", "instances").values
+    sem = io.open_labels(tmp_path / "out" / "images" / "f.zarr", "semantic").values
+    assert not np.any((lab > 0) & (sem == 0))  # instances only on predicted foreground
+    assert res["images"]["n_instances"].iloc[0] == len(np.unique(lab)) - 1

@@ -178,3 +178,18 @@ def test_train_cli_and_export(archive, tmp_path, capsys):
 def test_majority_vote_when_no_gt(archive, tmp_path):
     items, needs_vote, _ = training_items(str(archive / "images"))
     assert not items and len(needs_vote) == 4  # several experts, no est_gt in the archive
+
+
+def test_flows_training_runs(archive, tmp_path):
+    items, _, _ = training_items(
+        str(archive / "images"), label="truth", instance_label="truth_instances"
+    )
+    spec = dict(SPEC, n_extra=2)
+    manifest = train_ensemble(
+        items, tmp_path / "ens", model_spec=spec, train_cfg=_cfg(epochs=1, frozen_epochs=0)
+    )
+    assert manifest["n_extra"] == 2
+    import pandas as pd
+
+    hist = pd.read_csv(tmp_path / "ens" / "fold_0" / "history.csv")
+    assert np.isfinite(hist["train_loss"]).all()

@@ -123,18 +123,22 @@ def watershed_instances(
 
 
 def _compute_masks(flows, cellprob, *, cellprob_threshold, flow_threshold, min_size, niter):
+    import warnings
+
     import torch
     from cellpose.dynamics import compute_masks
 
-    masks = compute_masks(
-        np.asarray(flows, dtype=np.float32),
-        np.asarray(cellprob, dtype=np.float32),
-        niter=niter,
-        cellprob_threshold=cellprob_threshold,
-        flow_threshold=flow_threshold,
-        min_size=min_size if min_size > 0 else -1,
-        device=torch.device("cpu"),
-    )
+    with warnings.catch_warnings():  # torch's note about sparse invariant checks, inside cellpose
+        warnings.filterwarnings("ignore", message="Sparse invariant checks", category=UserWarning)
+        masks = compute_masks(
+            np.asarray(flows, dtype=np.float32),
+            np.asarray(cellprob, dtype=np.float32),
+            niter=niter,
+            cellprob_threshold=cellprob_threshold,
+            flow_threshold=flow_threshold,
+            min_size=min_size if min_size > 0 else -1,
+            device=torch.device("cpu"),
+        )
     masks = masks[0] if isinstance(masks, tuple) else masks
     return np.asarray(masks, dtype=np.uint32)
 
