@@ -50,9 +50,11 @@ def main() -> None:
     t = time.perf_counter()
     flows = flow_targets(lab)
     figures["flow_targets_s_per_mp"] = round((time.perf_counter() - t) / mp, 3)
-    for name, fn in (("components", lambda: components_instances(sem)),
-                     ("watershed", lambda: watershed_instances(sem)),
-                     ("flows", lambda: flows_instances(sem, flows, min_size=0))):
+    for name, fn in (
+        ("components", lambda: components_instances(sem)),
+        ("watershed", lambda: watershed_instances(sem)),
+        ("flows", lambda: flows_instances(sem, flows, min_size=0)),
+    ):
         t = time.perf_counter()
         out, _ = fn()
         figures[f"{name}_s_per_mp"] = round((time.perf_counter() - t) / mp, 3)

@@ -1,13 +1,13 @@
 """Prediction benchmarks (issue 5), CPU, random-weight ensembles; every figure from one run.
 
-  (a) overhead = end-to-end predict time / pure model forward time for the same windows, for one
-      4096x4096 image and for 200 small images (1 worker, 1 torch thread in both measurements)
-  (b) throughput with 2 workers vs 1
-  (c) peak worker memory for an 8192x8192 image / for a 1024x1024 image (same block size)
-  (d) scheduler tasks per image and graph-submission time for 1000 images of 1024x1024
-  (e) megapixels per second with the default ensemble (Unet + ConvNeXt-Tiny, M = 5, T = 4)
+(a) overhead = end-to-end predict time / pure model forward time for the same windows, for one
+    4096x4096 image and for 200 small images (1 worker, 1 torch thread in both measurements)
+(b) throughput with 2 workers vs 1
+(c) peak worker memory for an 8192x8192 image / for a 1024x1024 image (same block size)
+(d) scheduler tasks per image and graph-submission time for 1000 images of 1024x1024
+(e) megapixels per second with the default ensemble (Unet + ConvNeXt-Tiny, M = 5, T = 4)
 
-    python benchmarks/bench_predict.py [--only a b c d e] [--json results/predict.json]
+  python benchmarks/bench_predict.py [--only a b c d e] [--json results/predict.json]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,7 +31,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def _ensemble(tmp: Path, **kw) -> Path:
     from conftest import make_random_ensemble
 
-    return make_random_ensemble(tmp / f"ens_{kw.get('encoder', 'r10')}_{kw.get('n_models', 2)}", **kw)
+    return make_random_ensemble(
+        tmp / f"ens_{kw.get('encoder', 'r10')}_{kw.get('n_models', 2)}", **kw
+    )
 
 
 def _images(root: Path, n: int, shape: tuple[int, int], chunks=(512, 512)) -> Path:
@@ -46,16 +49,26 @@ def _images(root: Path, n: int, shape: tuple[int, int], chunks=(512, 512)) -> Pa
 
 
 def _opts(tile=256, tta="none", block=2048, overlap=0.5):
-    return {"tile_shape": [tile, tile], "overlap": overlap, "tta": tta, "batch_size": 4,
-            "zeta": 4.0, "block_shape": [block, block], "chunks": [512, 512],
-            "write_probabilities": True, "probabilities_dtype": "float16", "ngff_version": "0.5"}
+    return {
+        "tile_shape": [tile, tile],
+        "overlap": overlap,
+        "tta": tta,
+        "batch_size": 4,
+        "zeta": 4.0,
+        "block_shape": [block, block],
+        "chunks": [512, 512],
+        "write_probabilities": True,
+        "probabilities_dtype": "float16",
+        "ngff_version": "0.5",
+    }
 
 
 def _cluster(n_workers: int):
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=":0",
-                           memory_limit="8GiB")
+    cluster = LocalCluster(
+        n_workers=n_workers, threads_per_worker=1, dashboard_address=":0", memory_limit="8GiB"
+    )
     return cluster, Client(cluster)
 
 
@@ -109,11 +122,13 @@ def bench_overhead(tmp: Path) -> dict:
     figures.update(
         big_image="4096x4096, M=1, T=1, tile 256, overlap 0.5",
         big_forward_passes=int(tab_big["n_forward"].sum()),
-        big_end_to_end_s=round(t_big, 2), big_pure_forward_s=round(f_big, 2),
+        big_end_to_end_s=round(t_big, 2),
+        big_pure_forward_s=round(f_big, 2),
         big_overhead_ratio=round(t_big / f_big, 3),
         small_images="200 x 256x256, M=2, T=4 (flips), tile 256",
         small_forward_passes=int(tab_small["n_forward"].sum()),
-        small_end_to_end_s=round(t_small, 2), small_pure_forward_s=round(f_small, 2),
+        small_end_to_end_s=round(t_small, 2),
+        small_pure_forward_s=round(f_small, 2),
         small_overhead_ratio=round(t_small / f_small, 3),
         overhead_target=1.15,
     )
@@ -131,9 +146,13 @@ def bench_workers(tmp: Path) -> dict:
         finally:
             client.close()
             cluster.close()
-    return {"workers_images": "40 x 256x256, M=2, T=4", "seconds_1_worker": round(times[1], 2),
-            "seconds_2_workers": round(times[2], 2), "speedup_2_vs_1": round(times[1] / times[2], 3),
-            "speedup_target": 1.7}
+    return {
+        "workers_images": "40 x 256x256, M=2, T=4",
+        "seconds_1_worker": round(times[1], 2),
+        "seconds_2_workers": round(times[2], 2),
+        "speedup_2_vs_1": round(times[1] / times[2], 3),
+        "speedup_target": 1.7,
+    }
 
 
 def _peak_worker_rss(client, fn) -> tuple[float, object]:
@@ -168,14 +187,17 @@ def bench_memory(tmp: Path) -> dict:
         try:
             opts = _opts(tta="none", block=1024, overlap=0.25)
             peak, (secs, table) = _peak_worker_rss(
-                client, lambda: _run(col, ens, tmp / f"out_m{size}", opts, client))
+                client, partial(_run, col, ens, tmp / f"out_m{size}", opts, client)
+            )
         finally:
             client.close()
             cluster.close()
         out[f"peak_worker_mib_{size}"] = round(peak, 1)
         out[f"blocks_{size}"] = int(table["n_blocks"].iloc[0])
         out[f"seconds_{size}"] = round(secs, 1)
-    out["memory_ratio_8192_vs_1024"] = round(out["peak_worker_mib_8192"] / out["peak_worker_mib_1024"], 3)
+    out["memory_ratio_8192_vs_1024"] = round(
+        out["peak_worker_mib_8192"] / out["peak_worker_mib_1024"], 3
+    )
     out["memory_settings"] = "block 1024, tile 256, overlap 0.25, M=1, T=1, 1 worker"
     out["memory_target"] = 1.25
     return out
@@ -224,15 +246,24 @@ def bench_tasks(tmp: Path) -> dict:
     from scaleseg.inference import predict_unit
 
     tasks = [{"i": i, "ensemble": info} for i in range(rec.n_tasks)]
-    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cl, Client(cl) as c:
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cl,
+        Client(cl) as c,
+    ):
         t1 = time.perf_counter()
         futs = c.map(predict_unit, tasks, pure=False)
         c.cancel(futs)
         send_s = time.perf_counter() - t1
     del zarr
-    return {"images": len(refs), "tasks": rec.n_tasks, "tasks_per_image": rec.n_tasks / len(refs),
-            "prepare_and_submit_s": round(submit_s, 2), "scheduler_submit_s": round(send_s, 2),
-            "tasks_per_image_target": 10, "submission_target_s": 10}
+    return {
+        "images": len(refs),
+        "tasks": rec.n_tasks,
+        "tasks_per_image": rec.n_tasks / len(refs),
+        "prepare_and_submit_s": round(submit_s, 2),
+        "scheduler_submit_s": round(send_s, 2),
+        "tasks_per_image_target": 10,
+        "submission_target_s": 10,
+    }
 
 
 def bench_throughput(tmp: Path) -> dict:
@@ -245,9 +276,12 @@ def bench_throughput(tmp: Path) -> dict:
         client.close()
         cluster.close()
     mp = 2 * 512 * 512 / 1e6
-    return {"default_ensemble": "Unet + tu-convnext_tiny, M=5, T=4, tile 512, 2 images 512x512, 2 workers",
-            "seconds": round(secs, 1), "megapixels_per_second": round(mp / secs, 5),
-            "forward_passes": int(table["n_forward"].sum())}
+    return {
+        "default_ensemble": "Unet + tu-convnext_tiny, M=5, T=4, tile 512, 2 images 512x512, 2 workers",
+        "seconds": round(secs, 1),
+        "megapixels_per_second": round(mp / secs, 5),
+        "forward_passes": int(table["n_forward"].sum()),
+    }
 
 
 def main() -> None:
@@ -255,8 +289,13 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", default=["a", "b", "c", "d", "e"])
     ap.add_argument("--json")
     args = ap.parse_args()
-    benches = {"a": bench_overhead, "b": bench_workers, "c": bench_memory, "d": bench_tasks,
-               "e": bench_throughput}
+    benches = {
+        "a": bench_overhead,
+        "b": bench_workers,
+        "c": bench_memory,
+        "d": bench_tasks,
+        "e": bench_throughput,
+    }
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.only:

@@ -32,11 +32,25 @@ def main() -> None:
     from scaleseg.datasets import write_demo_archive
     from scaleseg.training import train_ensemble, training_items
 
-    spec = {"arch": "Unet", "encoder": "tu-resnet10t", "in_channels": 1, "n_classes": 2,
-            "n_extra": 0, "encoder_weights": None}
-    cfg = TrainConfig(encoder="tu-resnet10t", encoder_weights=None, tile_shape=(128, 128),
-                      frozen_epochs=0, epochs=3, n_folds=2, tiles_per_epoch=32, batch_size=4,
-                      augmentations=("flip", "rotate90")).model_dump(mode="json")
+    spec = {
+        "arch": "Unet",
+        "encoder": "tu-resnet10t",
+        "in_channels": 1,
+        "n_classes": 2,
+        "n_extra": 0,
+        "encoder_weights": None,
+    }
+    cfg = TrainConfig(
+        encoder="tu-resnet10t",
+        encoder_weights=None,
+        tile_shape=(128, 128),
+        frozen_epochs=0,
+        epochs=3,
+        n_folds=2,
+        tiles_per_epoch=32,
+        batch_size=4,
+        augmentations=("flip", "rotate90"),
+    ).model_dump(mode="json")
     times = {}
     with tempfile.TemporaryDirectory() as tmp:
         demo = write_demo_archive(Path(tmp) / "demo", n_images=4, n_ood=0, shape=(192, 192))
@@ -46,12 +60,26 @@ def main() -> None:
                 with Client(cl) as client:
                     client.run(lambda: __import__("scaleseg.models"))
                     t0 = time.perf_counter()
-                    train_ensemble(items, Path(tmp) / f"ens{n}", model_spec=spec, train_cfg=cfg,
-                                   client=client, torch_threads=1)
+                    train_ensemble(
+                        items,
+                        Path(tmp) / f"ens{n}",
+                        model_spec=spec,
+                        train_cfg=cfg,
+                        client=client,
+                        torch_threads=1,
+                    )
                     times[n] = time.perf_counter() - t0
-    emit("train", {"folds": 2, "seconds_1_worker": round(times[1], 2),
-                   "seconds_2_workers": round(times[2], 2),
-                   "fold_parallel_speedup": round(times[1] / times[2], 3), "target": 1.7}, args.json)
+    emit(
+        "train",
+        {
+            "folds": 2,
+            "seconds_1_worker": round(times[1], 2),
+            "seconds_2_workers": round(times[2], 2),
+            "fold_parallel_speedup": round(times[1] / times[2], 3),
+            "target": 1.7,
+        },
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,68 @@
+"""Run every benchmark script, collect their JSON figures, write results.json and results.md.
+
+    python benchmarks/run_all.py [--only gt metrics ...] [--out benchmarks/results]
+
+Each script measures its ratios within one run (machines are noisy); this driver only runs them
+one after another and tabulates what they print.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = {
+    "metrics": ["bench_metrics.py"],
+    "gt": ["bench_gt.py"],
+    "train_step": ["bench_train_step.py"],
+    "train": ["bench_train.py"],
+    "predict": ["bench_predict.py"],
+    "instances": ["bench_instances.py"],
+    "stitch": ["bench_stitch.py"],
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", nargs="+", choices=sorted(SCRIPTS))
+    ap.add_argument("--out", default=str(HERE / "results"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"machine": machine(), "benchmarks": {}}
+    for name in args.only or SCRIPTS:
+        target = out / f"{name}.json"
+        t0 = time.perf_counter()
+        cmd = [sys.executable, str(HERE / SCRIPTS[name][0]), "--json", str(target)]
+        print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+        proc = subprocess.run(cmd, check=False)
+        entry = {"returncode": proc.returncode, "wall_s": round(time.perf_counter() - t0, 1)}
+        if target.exists():
+            data = json.loads(target.read_text())
+            entry["figures"] = data.get("figures", data)
+        results["benchmarks"][name] = entry
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [
+        f"Benchmarks on {results['machine']['host']} ({results['machine']['cpu_count']} cores, "
+        f"{results['machine']['memory_gib']} GiB), {results['machine']['date']}",
+        "",
+        "| benchmark | figure | value |",
+        "|---|---|---|",
+    ]
+    for name, entry in results["benchmarks"].items():
+        for k, v in entry.get("figures", {"failed": f"exit {entry['returncode']}"}).items():
+            lines.append(f"| {name} | {k} | {v} |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
