@@ -130,8 +130,25 @@ def test_info_on_non_ome_zarr(tmp_path, capsys):
 
 def test_cluster_flags_and_performance_report(tmp_path, capsys):
     report = tmp_path / "report.html"
-    rc = main(["demo-data", str(tmp_path / "demo"), "--images", "2", "--ood", "0", "--size", "48", "48",
-               "--cluster", "local", "--workers", "1", "--performance-report", str(report)])
+    rc = main(
+        [
+            "demo-data",
+            str(tmp_path / "demo"),
+            "--images",
+            "2",
+            "--ood",
+            "0",
+            "--size",
+            "48",
+            "48",
+            "--cluster",
+            "local",
+            "--workers",
+            "1",
+            "--performance-report",
+            str(report),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "dashboard: http" in out and "performance report" in out

@@ -15,7 +15,9 @@ def _run(path: Path, cwd: Path, env: dict, monkeypatch) -> None:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     nb = nbformat.read(path, as_version=4)
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+    ).execute()
 
 
 def test_explore_archive(tmp_path, monkeypatch):
@@ -25,6 +27,9 @@ def test_explore_archive(tmp_path, monkeypatch):
 
     demo = write_demo_archive(tmp_path / "demo", n_images=2, n_ood=0, shape=(48, 48))
     run_gt(open_collection(demo["collection"]), tmp_path / "gt")
-    env = {"SCALESEG_ARCHIVE": demo["collection"], "SCALESEG_GT": str(tmp_path / "gt"),
-           "MPLBACKEND": "Agg"}
+    env = {
+        "SCALESEG_ARCHIVE": demo["collection"],
+        "SCALESEG_GT": str(tmp_path / "gt"),
+        "MPLBACKEND": "Agg",
+    }
     _run(NOTEBOOKS / "explore_archive.ipynb", tmp_path, env, monkeypatch)

@@ -258,3 +258,31 @@ def test_on_cluster_and_plate(tmp_path, tiny_ensemble, client):
             _read_outputs(tmp_path / "dist", r.name)[2],
             _read_outputs(tmp_path / "local", r.name)[2],
         )
+
+
+def test_cli_predict_with_instances(collection, tiny_ensemble, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "predict",
+            "--ensemble",
+            str(tiny_ensemble),
+            "--input",
+            str(collection),
+            "--output",
+            str(out),
+            "--tta",
+            "none",
+            "--instances",
+            "components",
+            "--min-size",
+            "3",
+        ]
+    )
+    assert rc == 0
+    assert "instances in 2 images" in capsys.readouterr().out
+    table = pd.read_parquet(out / "images.parquet")
+    assert (table["instance_method"] == "components").all()
+    inst = pd.read_parquet(out / "instances.parquet")
+    assert (inst["area"] >= 3).all()
+    assert table["n_instances"].sum() == len(inst)

@@ -193,3 +193,41 @@ def test_flows_training_runs(archive, tmp_path):
 
     hist = pd.read_csv(tmp_path / "ens" / "fold_0" / "history.csv")
     assert np.isfinite(hist["train_loss"]).all()
+
+
+def test_train_cli_flows_flags(archive, tmp_path):
+    from scaleseg.cli import main
+
+    out = tmp_path / "ens"
+    rc = main(
+        [
+            "train",
+            str(archive / "images"),
+            str(out),
+            "--label",
+            "truth",
+            "--instance-label",
+            "truth_instances",
+            "--flows",
+            "--encoder",
+            "tu-resnet10t",
+            "--encoder-weights",
+            "none",
+            "--folds",
+            "2",
+            "--models",
+            "1",
+            "--epochs",
+            "1",
+            "--frozen-epochs",
+            "0",
+            "--tile",
+            "64",
+            "64",
+            "--tiles-per-epoch",
+            "4",
+        ]
+    )
+    assert rc == 0
+    manifest = json.loads((out / ENSEMBLE_FILE).read_text())
+    assert manifest["n_extra"] == 2 and len(manifest["folds"]) == 1

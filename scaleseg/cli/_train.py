@@ -50,6 +50,16 @@ def register(sub) -> None:
     )
     g.add_argument("--seed", type=int)
     p.add_argument(
+        "--flows",
+        action="store_true",
+        help="two extra outputs trained on cellpose flows (for `--instances flows`)",
+    )
+    p.add_argument(
+        "--instance-label",
+        help="label group with instance ids for the flow targets "
+        "(default: connected components of the labels)",
+    )
+    p.add_argument(
         "--export",
         nargs="+",
         choices=["torchscript", "onnx"],
