@@ -184,7 +184,7 @@ def run_instances(
     from ..inference import read_ensemble
     from ..io import create_labels, create_multiscale, list_labels, remove_location
     from ..tables import write_table
-    from ._stitch import block_lookup, match_neighbours, merge_pairs
+    from ._stitch import block_lookup, match_neighbours, merge_pairs, relabel
     from ._tables import combine_instance_partials
 
     pred_dir = Path(pred_dir)
@@ -289,9 +289,10 @@ def run_instances(
                         "levels": meta["levels"],
                     }
                 )
-            lut = dict(zip(ids_sorted.tolist(), final.tolist()))
-            for p in parts:
-                p["label"] = np.array([lut[int(v)] for v in p["label"]], dtype=np.uint64)
+            for p in parts:  # the stitch kernel's lookup, not a Python dict per instance
+                p["label"] = relabel(p["label"].to_numpy(np.uint64), ids_sorted, final).astype(
+                    np.uint64
+                )
         t = combine_instance_partials(parts)
         t.insert(0, "image", name)
         tables.append(t)
