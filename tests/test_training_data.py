@@ -11,6 +11,7 @@ import zarr
 from scipy import ndimage
 
 from scaleseg.io import write_image, write_labels
+from scaleseg.models._normalize import Normalization, channel_stats, to_unit_range
 from scaleseg.training._augment import (
     AUGMENTATIONS,
     DEFAULT_AUGMENTATIONS,
@@ -25,7 +26,6 @@ from scaleseg.training._data import (
     normalization_from_items,
     validation_tiles,
 )
-from scaleseg.training._normalize import Normalization, channel_stats, to_unit_range
 from scaleseg.training._sampling import (
     class_weights,
     reflect_index,

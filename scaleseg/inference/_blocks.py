@@ -162,7 +162,7 @@ def compute_ensemble_block(
 ) -> dict[str, Any]:
     """:func:`compute_block` with the models, normalisation and settings of an ensemble
     (models from the per-process cache)."""
-    from ..training._normalize import Normalization
+    from ..models._normalize import Normalization
     from ._models import get_models
 
     return compute_block(

@@ -64,6 +64,7 @@ def predict_region(
     tta: str = "flips",
     batch_size: int = 4,
     device=None,
+    mixed_precision: bool = True,
 ) -> RegionPrediction:
     """Predict ``region`` from the windows that touch it.
 
@@ -81,6 +82,18 @@ def predict_region(
     n_extra : int
         Extra output channels after the K class logits; pairs are treated as vector fields
         ``(dy, dx)`` when inverting augmentations.
+    batch_size : int
+        Inputs per forward pass: (window, augmentation) pairs, so the T augmentations of one
+        window share a batch (a one-window image still runs full batches).
+    mixed_precision : bool
+        Run the models under float16 autocast on CUDA devices (ignored elsewhere); the
+        softmax and all sums stay float32.
+
+    Notes
+    -----
+    The running sums live on ``device`` in float32 and are updated in a fixed order (members,
+    then windows row-major, then augmentations), so a block and the whole image add the same
+    terms in the same order for every pixel.
     """
     import torch
 
@@ -88,13 +101,11 @@ def predict_region(
     oy, ox = read_origin
     ry, rx = region
     h, w = ry.stop - ry.start, rx.stop - rx.start
-    weight = gaussian_weights(tile_shape).astype(np.float64)
-    sum_p = np.zeros((n_classes, h, w))
-    sum_p2 = np.zeros((n_classes, h, w))
-    sum_w = np.zeros((h, w))
-    sum_e = np.zeros((n_extra, h, w)) if n_extra else None
-    transforms = tta_transforms(tta)
     device = device or torch.device("cpu")
+    transforms = tta_transforms(tta)
+    weight = torch.tensor(gaussian_weights(tile_shape), device=device)  # a copy: cache is read-only
+    padded = np.ascontiguousarray(padded, dtype=np.float32)
+    src = (torch.from_numpy(padded) if padded.flags.writeable else torch.tensor(padded)).to(device)
 
     # per window: where it lands inside the region (output slices) and which part of it does
     places = []
@@ -102,38 +113,46 @@ def predict_region(
         y0, y1 = max(y, ry.start), min(y + ty, ry.stop)
         x0, x1 = max(x, rx.start), min(x + tx, rx.stop)
         out = (slice(y0 - ry.start, y1 - ry.start), slice(x0 - rx.start, x1 - rx.start))
-        src = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
-        places.append((out, src))
+        places.append((out, (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))))
 
+    opts = {"dtype": torch.float32, "device": device}
+    sum_p = torch.zeros((n_classes, h, w), **opts)
+    sum_p2 = torch.zeros((n_classes, h, w), **opts)
+    sum_e = torch.zeros((n_extra, h, w), **opts) if n_extra else None
+    sum_w = torch.zeros((h, w), **opts)
+    for out, part in places:  # every member and augmentation adds the same weights
+        sum_w[out] += weight[part]
+    sum_w *= len(models) * len(transforms)
+
+    jobs = [(i, t) for i in range(len(windows)) for t in transforms]
+    amp = mixed_precision and device.type == "cuda"
     n_forward = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
         for model in models:
-            for t in transforms:
-                for b0 in range(0, len(windows), batch_size):
-                    batch = windows[b0 : b0 + batch_size]
-                    x = np.stack(
-                        [padded[:, y - oy : y - oy + ty, x_ - ox : x_ - ox + tx] for y, x_ in batch]
-                    )
-                    raw = model(apply(torch.from_numpy(x).to(device), t)).float()
-                    logits = invert(raw[:, :n_classes], t)
-                    probs = torch.softmax(logits, dim=1).double().cpu().numpy()
-                    extra = None
-                    if n_extra:
-                        extra = _invert_extra(raw[:, n_classes : n_classes + n_extra], t)
-                        extra = extra.double().cpu().numpy()
-                    n_forward += len(batch)
-                    for i in range(len(batch)):
-                        (oys, oxs), (sys_, sxs) = places[b0 + i]
-                        wgt = weight[sys_, sxs]
-                        p = probs[i][:, sys_, sxs]
-                        sum_p[:, oys, oxs] += wgt * p
-                        sum_p2[:, oys, oxs] += wgt * p * p
-                        sum_w[oys, oxs] += wgt
-                        if extra is not None:
-                            sum_e[:, oys, oxs] += wgt * extra[i][:, sys_, sxs]
-    if not np.all(sum_w > 0):
-        raise ValueError("the windows do not cover the whole region (planning error)")
-    mean = (sum_p / sum_w).astype(np.float32)
-    mean_sq = (sum_p2 / sum_w).astype(np.float32)
-    extra_mean = (sum_e / sum_w).astype(np.float32) if sum_e is not None else None
+            for b0 in range(0, len(jobs), batch_size):
+                batch = jobs[b0 : b0 + batch_size]
+                x = torch.stack(
+                    [
+                        apply(src[:, y - oy : y - oy + ty, x_ - ox : x_ - ox + tx], t)
+                        for (y, x_), t in ((windows[i], t) for i, t in batch)
+                    ]
+                )
+                raw = model(x).float()  # float32 from here on, also under autocast
+                probs = torch.softmax(raw[:, :n_classes], dim=1)
+                n_forward += len(batch)
+                for j, (i, t) in enumerate(batch):
+                    (oys, oxs), (sys_, sxs) = places[i]
+                    wgt = weight[sys_, sxs]
+                    p = invert(probs[j], t)[:, sys_, sxs]
+                    wp = p * wgt
+                    sum_p[:, oys, oxs] += wp
+                    sum_p2[:, oys, oxs] += wp * p
+                    if sum_e is not None:
+                        e = _invert_extra(raw[j : j + 1, n_classes : n_classes + n_extra], t)
+                        sum_e[:, oys, oxs] += e[0][:, sys_, sxs] * wgt
+        if not bool((sum_w > 0).all()):
+            raise ValueError("the windows do not cover the whole region (planning error)")
+        mean = (sum_p / sum_w).cpu().numpy()
+        mean_sq = (sum_p2 / sum_w).cpu().numpy()
+        extra_mean = (sum_e / sum_w).cpu().numpy() if sum_e is not None else None
     return RegionPrediction(mean, mean_sq, extra_mean, n_forward)

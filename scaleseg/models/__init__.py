@@ -13,6 +13,7 @@ from ._channels import adapt_first_conv_weight, find_first_conv  # noqa: E402
 from ._export import export_onnx, export_torchscript  # noqa: E402
 from ._factory import ARCHITECTURES, DECODER_INIT_STD, ModelSpec, build_model, init_decoder  # noqa: E402
 from ._losses import LOSSES, SegmentationLoss, build_loss  # noqa: E402
+from ._normalize import Normalization, channel_stats, to_unit_range  # noqa: E402
 from ._weights import WeightsError, file_sha256, load_weights, read_weights, save_weights  # noqa: E402
 
 __all__ = [
@@ -20,11 +21,13 @@ __all__ = [
     "DECODER_INIT_STD",
     "LOSSES",
     "ModelSpec",
+    "Normalization",
     "SegmentationLoss",
     "WeightsError",
     "adapt_first_conv_weight",
     "build_model",
     "build_loss",
+    "channel_stats",
     "export_onnx",
     "export_torchscript",
     "file_sha256",
@@ -33,4 +36,5 @@ __all__ = [
     "load_weights",
     "read_weights",
     "save_weights",
+    "to_unit_range",
 ]

@@ -1,7 +1,7 @@
 """Training augmentations (albumentations 2).
 
 Convention: augmentations run **before** normalisation, on float32 ``(Y, X, C)`` images scaled
-to ``[0, 1]`` by the dtype range (:func:`scaleseg.training._normalize.to_unit_range`), because
+to ``[0, 1]`` by the dtype range (:func:`scaleseg.models.to_unit_range`), because
 gamma, CLAHE and noise are defined on that scale. Masks (semantic labels, and instance labels
 when flows are trained) go through the same geometric transforms with nearest-neighbour
 interpolation and are left alone by the intensity transforms. Geometric transforms fill with

@@ -35,8 +35,8 @@ from torch.utils.data import Dataset
 
 from ..io import ImageRef, open_image, open_labels, to_cyx
 from ..io._store import url_name
+from ..models._normalize import Normalization, channel_stats, to_unit_range
 from ._augment import augmentation_input_shape, build_augmentation, check_augmentations
-from ._normalize import Normalization, channel_stats, to_unit_range
 from ._sampling import reflect_index, sample_tile_centres, tile_slices
 
 __all__ = [

@@ -150,8 +150,8 @@ def fit_fold(
     from tqdm.auto import tqdm
 
     from ..models import ModelSpec, build_loss, build_model, save_weights
+    from ..models._normalize import Normalization
     from ._data import TileDataset, validation_tiles
-    from ._normalize import Normalization
 
     out_dir = Path(out_dir)
     final = out_dir / fold_dir_name(spec.fold)
