@@ -241,64 +241,52 @@ def bench_memory(tmp: Path) -> dict:
     return out
 
 
-def bench_tasks(tmp: Path) -> dict:
-    import numpy as np
-    import zarr
+def _scheduler_task_count(dask_scheduler=None) -> int:
+    return len(dask_scheduler.tasks)
 
-    from scaleseg.inference import predict_collection, read_ensemble
+
+def bench_tasks(tmp: Path) -> dict:
+    import shutil
+
+    import numpy as np
+
+    from scaleseg.inference import plan_units, predict_unit, read_ensemble
     from scaleseg.io import open_collection, write_image
 
     ens = _ensemble(tmp, n_models=1)
     root = tmp / "thousand"
     base = (np.random.default_rng(0).random((1, 1024, 1024)) * 255).astype(np.uint8)
     write_image(root / "img_0000.zarr", base, chunks=(1024, 1024), n_levels=1)
-    import shutil
-
     for i in range(1, 1000):  # same pixels, 1000 distinct images
         shutil.copytree(root / "img_0000.zarr", root / f"img_{i:04d}.zarr")
+    t0 = time.perf_counter()
     refs = open_collection(root)
     info = read_ensemble(ens)
-
-    class Recorder:
-        """Stands in for a Client: records what would be submitted, runs nothing."""
-
-        def __init__(self):
-            self.n_tasks = 0
-            self.submitted_at = None
-
-        def map(self, fn, tasks, **kw):
-            self.n_tasks = len(tasks)
-            self.submitted_at = time.perf_counter()
-            return []
-
-        def scheduler_info(self):
-            return {"workers": {}}
-
-    rec = Recorder()
-    t0 = time.perf_counter()
-    predict_collection(refs, info, tmp / "out_tasks", opts=_opts(block=2048), client=rec)
-    submit_s = rec.submitted_at - t0
-    # and the real cost of sending that graph to a scheduler (tasks not run: cancelled)
+    _, tasks, _ = plan_units(refs, info, tmp / "out_tasks", opts=_opts(block=2048))
+    plan_s = time.perf_counter() - t0
+    # the real graph sent to a scheduler: wait until it holds every task, then cancel
     from distributed import Client, LocalCluster
 
-    from scaleseg.inference import predict_unit
-
-    tasks = [{"i": i, "ensemble": info} for i in range(rec.n_tasks)]
     with (
         LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cl,
         Client(cl) as c,
     ):
         t1 = time.perf_counter()
-        futs = c.map(predict_unit, tasks, pure=False)
-        c.cancel(futs)
+        futs = c.map(
+            predict_unit, tasks, pure=False, key=[f"predict-{i}" for i in range(len(tasks))]
+        )
+        while c.run_on_scheduler(_scheduler_task_count) < len(tasks):
+            time.sleep(0.02)
         send_s = time.perf_counter() - t1
-    del zarr
+        n_sched = c.run_on_scheduler(_scheduler_task_count)
+        c.cancel(futs)
     return {
         "images": len(refs),
-        "tasks": rec.n_tasks,
-        "tasks_per_image": rec.n_tasks / len(refs),
-        "prepare_and_submit_s": round(submit_s, 2),
-        "scheduler_submit_s": round(send_s, 2),
+        "tasks": len(tasks),
+        "tasks_per_image": len(tasks) / len(refs),
+        "scheduler_tasks_per_image": n_sched / len(refs),
+        "plan_s": round(plan_s, 2),
+        "graph_submission_s": round(send_s, 2),
         "tasks_per_image_target": 10,
         "submission_target_s": 10,
     }

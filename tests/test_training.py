@@ -81,6 +81,14 @@ def test_parallel_equals_sequential_resume_and_artifact(archive, tmp_path, clien
     seq = train_ensemble(items, tmp_path / "seq", model_spec=SPEC, train_cfg=cfg)
     par = train_ensemble(items, tmp_path / "par", model_spec=SPEC, train_cfg=cfg, client=client)
     assert [f["sha256"] for f in seq["folds"]] == [f["sha256"] for f in par["folds"]]
+    # encoder-feature statistics per fold (one task each on the cluster): equal up to the
+    # summation order of multi-threaded BLAS in this process vs single-threaded workers
+    for fs, fp in zip(seq["folds"], par["folds"]):
+        assert fs["features"]["dim"] == 512 and fs["features"]["n_samples"] >= 2
+        a = _weights(tmp_path / "seq" / fs["features"]["path"])
+        b = _weights(tmp_path / "par" / fp["features"]["path"])
+        np.testing.assert_allclose(a["mean"], b["mean"], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(a["precision"], b["precision"], rtol=1e-4, atol=1e-6)
     for f in seq["folds"]:
         a, b = _weights(tmp_path / "seq" / f["path"]), _weights(tmp_path / "par" / f["path"])
         assert all(np.array_equal(a[k], b[k]) for k in a)

@@ -2,9 +2,22 @@
 augmentation and the ensemble mixture by running sums (kernels), and block orchestration."""
 
 from ._blocks import BlockPlan, compute_block, output_levels, plan_blocks, write_block
-from ._models import EnsembleInfo, clear_model_cache, get_models, read_ensemble, verify_ensemble
+from ._models import (
+    EnsembleInfo,
+    clear_model_cache,
+    get_feature_stats,
+    get_models,
+    read_ensemble,
+    verify_ensemble,
+)
 from ._predict import RegionPrediction, predict_region
-from ._run import UNCERTAINTY_CHANNELS, predict_collection, predict_output_state, predict_unit
+from ._run import (
+    UNCERTAINTY_CHANNELS,
+    plan_units,
+    predict_collection,
+    predict_output_state,
+    predict_unit,
+)
 from ._tiling import (
     TilePlan,
     gaussian_weights,
@@ -21,9 +34,11 @@ __all__ = [
     "EnsembleInfo",
     "clear_model_cache",
     "compute_block",
+    "get_feature_stats",
     "get_models",
     "output_levels",
     "plan_blocks",
+    "plan_units",
     "predict_collection",
     "predict_output_state",
     "predict_unit",

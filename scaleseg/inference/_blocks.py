@@ -106,8 +106,12 @@ def compute_block(
     zeta: float = 4.0,
     device=None,
     name: str = "",
+    feature_stats=None,
 ) -> dict[str, Any]:
     """Predict one block core of a lazy ``(c, y, x)`` image.
+
+    ``feature_stats`` (one :class:`~scaleseg.uncertainty.FeatureStats` per model) adds the
+    encoder-feature distance to the partial sums.
 
     Returns
     -------
@@ -141,6 +145,7 @@ def compute_block(
         tta=tta,
         batch_size=batch_size,
         device=device,
+        feature_stats=feature_stats,
     )
     t2 = time.perf_counter()
     labels = argmax_labels(pred.mean)
@@ -150,7 +155,7 @@ def compute_block(
         "labels": labels,
         "uncertainty": np.stack([maps.u, maps.epistemic, maps.aleatoric]),
         "extra": pred.extra,
-        "partials": score_partials(labels, maps, n_classes=n_classes),
+        "partials": score_partials(labels, maps, n_classes=n_classes, distance=pred.distance),
         "n_forward": pred.n_forward,
         "seconds_read": t1 - t0,
         "seconds_model": t2 - t1,
@@ -162,8 +167,8 @@ def compute_ensemble_block(
 ) -> dict[str, Any]:
     """:func:`compute_block` with the models, normalisation and settings of an ensemble
     (models from the per-process cache)."""
-    from ..models._normalize import Normalization
-    from ._models import get_models
+    from ..models import Normalization
+    from ._models import get_feature_stats, get_models
 
     return compute_block(
         image,
@@ -179,6 +184,7 @@ def compute_ensemble_block(
         zeta=opts["zeta"],
         device=device,
         name=name,
+        feature_stats=get_feature_stats(info),
     )
 
 

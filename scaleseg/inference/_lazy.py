@@ -33,7 +33,7 @@ def _score(partials: list) -> np.ndarray:
     from ..uncertainty import combine_partials, image_score
 
     s = image_score(combine_partials(list(partials)))
-    return np.array([s["U"], s["U_epistemic"]], dtype=np.float64)
+    return np.array([s["U"], s["U_epistemic"], s["ood_distance"]], dtype=np.float64)
 
 
 def _image_dataset(ref, info: EnsembleInfo, opts: dict[str, Any]):
@@ -72,7 +72,7 @@ def _image_dataset(ref, info: EnsembleInfo, opts: dict[str, Any]):
     prob = da.block(grid["probabilities"])
     unc = da.block(grid["uncertainty"])
     labels = da.block(grid["labels"])
-    scores = da.from_delayed(dask.delayed(_score, pure=True)(partials), (2,), np.float64)
+    scores = da.from_delayed(dask.delayed(_score, pure=True)(partials), (3,), np.float64)
     coords = {"y": np.arange(ny), "x": np.arange(nx), "class": list(info.classes)}
     ds = xr.Dataset(
         {
@@ -83,6 +83,7 @@ def _image_dataset(ref, info: EnsembleInfo, opts: dict[str, Any]):
             "aleatoric": (("y", "x"), unc[2]),
             "U": ((), scores[0]),
             "U_epistemic": ((), scores[1]),
+            "ood_distance": ((), scores[2]),
         },
         coords=coords,
         attrs={
@@ -119,7 +120,8 @@ def predict(
     -------
     xarray.Dataset or xarray.DataTree
         For one image a Dataset with lazy ``probabilities (class, y, x)``, ``labels``,
-        ``uncertainty``, ``epistemic``, ``aleatoric`` and the scalars ``U`` / ``U_epistemic``.
+        ``uncertainty``, ``epistemic``, ``aleatoric`` and the scalars ``U`` / ``U_epistemic`` /
+        ``ood_distance`` (NaN for an ensemble without feature statistics).
         For a collection a DataTree with one such Dataset per image name. Nothing is computed
         until asked (``ds.U.compute()``, ``ds.labels[:512, :512].values``), on whatever
         scheduler or client is active.

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EnsembleInfo", "read_ensemble", "verify_ensemble", "get_models", "clear_model_cache"]
+__all__ = [
+    "EnsembleInfo",
+    "read_ensemble",
+    "verify_ensemble",
+    "get_models",
+    "get_feature_stats",
+    "clear_model_cache",
+]
 
 _CACHE: dict[tuple, list] = {}
 _LOCK = threading.Lock()
@@ -36,6 +43,11 @@ class EnsembleInfo:
     @property
     def checksums(self) -> tuple[str, ...]:
         return tuple(f["sha256"] for f in self.folds)
+
+    @property
+    def has_feature_stats(self) -> bool:
+        """Whether every fold carries encoder-feature statistics (the ``ood_distance`` score)."""
+        return all(f.get("features") for f in self.folds)
 
 
 def read_ensemble(path: str | Path) -> EnsembleInfo:
@@ -77,14 +89,18 @@ def verify_ensemble(info: EnsembleInfo) -> None:
     """
     from ..models import WeightsError, file_sha256
 
-    for f in info.folds:
-        wpath = Path(info.path) / f["path"]
+    files = [(f["path"], f["sha256"]) for f in info.folds]
+    files += [
+        (f["features"]["path"], f["features"]["sha256"]) for f in info.folds if f.get("features")
+    ]
+    for rel, sha in files:
+        wpath = Path(info.path) / rel
         if not wpath.is_file():
             raise WeightsError(f"{wpath}: weight file missing")
         actual = file_sha256(wpath)
-        if actual != f["sha256"]:
+        if actual != sha:
             raise WeightsError(
-                f"{wpath}: checksum mismatch (ensemble.json {f['sha256'][:12]}..., file "
+                f"{wpath}: checksum mismatch (ensemble.json {sha[:12]}..., file "
                 f"{actual[:12]}...): the weights were changed or corrupted"
             )
 
@@ -107,6 +123,29 @@ def get_models(info: EnsembleInfo, device) -> list:
         _CACHE.clear()  # one ensemble per worker at a time keeps memory bounded
         _CACHE[key] = models
         return models
+
+
+def get_feature_stats(info: EnsembleInfo) -> list | None:
+    """Per-fold encoder-feature statistics (:class:`~scaleseg.uncertainty.FeatureStats`),
+    loaded once per process and checked against ``ensemble.json``; None when the ensemble was
+    trained without them."""
+    if not info.has_feature_stats:
+        return None
+    key = ("features", *(f["features"]["sha256"] for f in info.folds))
+    with _LOCK:
+        cached = _CACHE.get(key)
+        if cached is not None:
+            return cached
+        from ..models import read_weights
+        from ..uncertainty import FeatureStats
+
+        stats = []
+        for f in info.folds:
+            path = Path(info.path) / f["features"]["path"]
+            arrays = read_weights(path, expected_sha256=f["features"]["sha256"])
+            stats.append(FeatureStats.from_arrays({k: v.numpy() for k, v in arrays.items()}))
+        _CACHE[key] = stats
+        return stats
 
 
 def clear_model_cache() -> None:

@@ -8,6 +8,7 @@ the inverse transform and added, Gaussian-weighted, into running sums ``Σ w·p`
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,12 +33,17 @@ class RegionPrediction:
         Mean of the extra (non-softmax) outputs, e.g. flows (vectors inverse-transformed).
     n_forward : int
         Window forward passes run (windows × augmentations × members).
+    distance : (h, w) ndarray of float32 or None
+        Gaussian-weighted mean over windows, augmentations and members of each window's
+        Mahalanobis distance of its pooled encoder features to the member's training
+        statistics (None without statistics).
     """
 
     mean: np.ndarray
     mean_sq: np.ndarray
     extra: np.ndarray | None
     n_forward: int
+    distance: np.ndarray | None = None
 
 
 def _invert_extra(ext, t):
@@ -65,6 +71,7 @@ def predict_region(
     batch_size: int = 4,
     device=None,
     mixed_precision: bool = True,
+    feature_stats: Sequence | None = None,
 ) -> RegionPrediction:
     """Predict ``region`` from the windows that touch it.
 
@@ -88,6 +95,10 @@ def predict_region(
     mixed_precision : bool
         Run the models under float16 autocast on CUDA devices (ignored elsewhere); the
         softmax and all sums stay float32.
+    feature_stats : sequence of FeatureStats, optional
+        One per model (smp models with an ``encoder``): also accumulate the feature distance
+        map (:attr:`RegionPrediction.distance`), captured by a hook during the same forward
+        passes.
 
     Notes
     -----
@@ -97,6 +108,11 @@ def predict_region(
     """
     import torch
 
+    from ..models import capture_encoder_features
+    from ..uncertainty import mahalanobis
+
+    if feature_stats is not None and len(feature_stats) != len(models):
+        raise ValueError(f"{len(feature_stats)} feature statistics for {len(models)} models")
     ty, tx = tile_shape
     oy, ox = read_origin
     ry, rx = region
@@ -120,6 +136,7 @@ def predict_region(
     sum_p2 = torch.zeros((n_classes, h, w), **opts)
     sum_e = torch.zeros((n_extra, h, w), **opts) if n_extra else None
     sum_w = torch.zeros((h, w), **opts)
+    sum_d = torch.zeros((h, w), **opts) if feature_stats is not None else None
     for out, part in places:  # every member and augmentation adds the same weights
         sum_w[out] += weight[part]
     sum_w *= len(models) * len(transforms)
@@ -128,31 +145,40 @@ def predict_region(
     amp = mixed_precision and device.type == "cuda"
     n_forward = 0
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-        for model in models:
-            for b0 in range(0, len(jobs), batch_size):
-                batch = jobs[b0 : b0 + batch_size]
-                x = torch.stack(
-                    [
-                        apply(src[:, y - oy : y - oy + ty, x_ - ox : x_ - ox + tx], t)
-                        for (y, x_), t in ((windows[i], t) for i, t in batch)
-                    ]
-                )
-                raw = model(x).float()  # float32 from here on, also under autocast
-                probs = torch.softmax(raw[:, :n_classes], dim=1)
-                n_forward += len(batch)
-                for j, (i, t) in enumerate(batch):
-                    (oys, oxs), (sys_, sxs) = places[i]
-                    wgt = weight[sys_, sxs]
-                    p = invert(probs[j], t)[:, sys_, sxs]
-                    wp = p * wgt
-                    sum_p[:, oys, oxs] += wp
-                    sum_p2[:, oys, oxs] += wp * p
-                    if sum_e is not None:
-                        e = _invert_extra(raw[j : j + 1, n_classes : n_classes + n_extra], t)
-                        sum_e[:, oys, oxs] += e[0][:, sys_, sxs] * wgt
+        for m, model in enumerate(models):
+            hook = capture_encoder_features(model) if sum_d is not None else nullcontext([])
+            with hook as captured:
+                for b0 in range(0, len(jobs), batch_size):
+                    batch = jobs[b0 : b0 + batch_size]
+                    x = torch.stack(
+                        [
+                            apply(src[:, y - oy : y - oy + ty, x_ - ox : x_ - ox + tx], t)
+                            for (y, x_), t in ((windows[i], t) for i, t in batch)
+                        ]
+                    )
+                    raw = model(x).float()  # float32 from here on, also under autocast
+                    probs = torch.softmax(raw[:, :n_classes], dim=1)
+                    dist = None
+                    if sum_d is not None:
+                        feats = captured.pop().cpu().numpy()
+                        dist = mahalanobis(feats, feature_stats[m]).astype(np.float32)
+                    n_forward += len(batch)
+                    for j, (i, t) in enumerate(batch):
+                        (oys, oxs), (sys_, sxs) = places[i]
+                        wgt = weight[sys_, sxs]
+                        p = invert(probs[j], t)[:, sys_, sxs]
+                        wp = p * wgt
+                        sum_p[:, oys, oxs] += wp
+                        sum_p2[:, oys, oxs] += wp * p
+                        if sum_e is not None:
+                            e = _invert_extra(raw[j : j + 1, n_classes : n_classes + n_extra], t)
+                            sum_e[:, oys, oxs] += e[0][:, sys_, sxs] * wgt
+                        if dist is not None:
+                            sum_d[oys, oxs] += wgt * float(dist[j])
         if not bool((sum_w > 0).all()):
             raise ValueError("the windows do not cover the whole region (planning error)")
         mean = (sum_p / sum_w).cpu().numpy()
         mean_sq = (sum_p2 / sum_w).cpu().numpy()
         extra_mean = (sum_e / sum_w).cpu().numpy() if sum_e is not None else None
-    return RegionPrediction(mean, mean_sq, extra_mean, n_forward)
+        distance = (sum_d / sum_w).cpu().numpy() if sum_d is not None else None
+    return RegionPrediction(mean, mean_sq, extra_mean, n_forward, distance)

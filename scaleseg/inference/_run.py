@@ -29,6 +29,7 @@ from ._models import EnsembleInfo
 
 __all__ = [
     "UNCERTAINTY_CHANNELS",
+    "plan_units",
     "predict_collection",
     "predict_output_state",
     "predict_unit",
@@ -104,6 +105,7 @@ def predict_unit(task: dict[str, Any]) -> dict[str, Any]:
             "n_foreground": p.n_foreground,
             "class_counts": list(p.class_counts),
             "n_pixels": p.n_pixels,
+            "sum_distance": None if np.isnan(p.sum_distance) else p.sum_distance,
         },
         "n_forward": res["n_forward"],
         "seconds": round(t2 - t0, 4),
@@ -198,6 +200,79 @@ def _create_outputs(
     )
 
 
+def plan_units(
+    refs: list,
+    info: EnsembleInfo,
+    out: str | Path,
+    *,
+    opts: dict[str, Any],
+    torch_threads: int = 1,
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], int]:
+    """The work units still to run for ``refs`` in ``out`` (metadata only, no pixels).
+
+    Images failing the preflight checks get a failed row and no units; units already in the
+    manifest are skipped. Multi-block images get their outputs created here (once); a
+    single-block image creates its outputs inside its own unit (no driver I/O per image).
+
+    Returns
+    -------
+    rows : dict
+        One images-table row per image name.
+    tasks : list of dict
+        One picklable description per (image, block) unit to run.
+    n_done : int
+        Units found finished in the manifest.
+    """
+    out = Path(out)
+    tile = tuple(opts["tile_shape"])
+    rows: dict[str, dict[str, Any]] = {}
+    tasks = []
+    n_done = 0
+    for ref in refs:
+        row: dict[str, Any] = {"image": ref.name, "path": ref.url, "status": "ok", "error": ""}
+        rows[ref.name] = row
+        try:
+            row.update(preflight(ref, info, tile))
+        except (ValueError, FileNotFoundError, KeyError) as exc:
+            row.update(status="failed", error=str(exc))
+            continue
+        shape = (row["height"], row["width"])
+        bplan = plan_blocks(shape, block_shape=opts["block_shape"], chunks=opts["chunks"])
+        o = dict(opts, chunks=bplan.chunks, levels=output_levels(bplan.chunks, shape))
+        url = str(out / "images" / f"{ref.name}.zarr")
+        row["output"] = url
+        cores = bplan.cores()
+        row["n_blocks"] = len(cores)
+        mdir = out / "manifest" / ref.name
+        create_in_unit = len(cores) == 1
+        if not create_in_unit and not (mdir / "created").exists():
+            _create_outputs(url, shape, info, o, opts["ngff_version"])
+            mdir.mkdir(parents=True, exist_ok=True)
+            (mdir / "created").write_text("")
+        for by, bx, ys, xs in cores:
+            mpath = mdir / f"{by}_{bx}.json"
+            if mpath.exists():
+                n_done += 1
+                continue
+            tasks.append(
+                {
+                    "create": create_in_unit,
+                    "shape": shape,
+                    "image_url": ref.url,
+                    "name": ref.name,
+                    "by": by,
+                    "bx": bx,
+                    "core": ((ys.start, ys.stop), (xs.start, xs.stop)),
+                    "out_url": url,
+                    "manifest": str(mpath),
+                    "ensemble": info,
+                    "opts": o,
+                    "torch_threads": torch_threads,
+                }
+            )
+    return rows, tasks, n_done
+
+
 def predict_collection(
     refs: list,
     info: EnsembleInfo,
@@ -216,54 +291,7 @@ def predict_collection(
     write_probabilities, probabilities_dtype, ngff_version.
     """
     out = Path(out)
-    tile = tuple(opts["tile_shape"])
-    rows: dict[str, dict[str, Any]] = {}
-    tasks = []
-    n_done_before = 0
-    for ref in refs:
-        row: dict[str, Any] = {"image": ref.name, "path": ref.url, "status": "ok", "error": ""}
-        rows[ref.name] = row
-        try:
-            row.update(preflight(ref, info, tile))
-        except (ValueError, FileNotFoundError, KeyError) as exc:
-            row.update(status="failed", error=str(exc))
-            continue
-        shape = (row["height"], row["width"])
-        bplan = plan_blocks(shape, block_shape=opts["block_shape"], chunks=opts["chunks"])
-        o = dict(opts, chunks=bplan.chunks, levels=output_levels(bplan.chunks, shape))
-        url = str(out / "images" / f"{ref.name}.zarr")
-        row["output"] = url
-        cores = bplan.cores()
-        row["n_blocks"] = len(cores)
-        mdir = out / "manifest" / ref.name
-        # a single-block image creates its outputs inside its own unit (no driver I/O per
-        # image); blocks of one image share outputs, so those are created here, first
-        create_in_unit = len(cores) == 1
-        if not create_in_unit and not (mdir / "created").exists():
-            _create_outputs(url, shape, info, o, opts["ngff_version"])
-            mdir.mkdir(parents=True, exist_ok=True)
-            (mdir / "created").write_text("")
-        for by, bx, ys, xs in cores:
-            mpath = mdir / f"{by}_{bx}.json"
-            if mpath.exists():
-                n_done_before += 1
-                continue
-            tasks.append(
-                {
-                    "create": create_in_unit,
-                    "shape": shape,
-                    "image_url": ref.url,
-                    "name": ref.name,
-                    "by": by,
-                    "bx": bx,
-                    "core": ((ys.start, ys.stop), (xs.start, xs.stop)),
-                    "out_url": url,
-                    "manifest": str(mpath),
-                    "ensemble": info,
-                    "opts": o,
-                    "torch_threads": torch_threads,
-                }
-            )
+    rows, tasks, n_done_before = plan_units(refs, info, out, opts=opts, torch_threads=torch_threads)
     if set_total:
         set_total(len(tasks))
     failures: dict[str, str] = {}
@@ -302,6 +330,10 @@ def predict_collection(
     return {"images": table, "units_run": len(tasks), "units_resumed": n_done_before}
 
 
+def _nan_if_none(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def _images_table(out: Path, rows: dict[str, dict[str, Any]], info: EnsembleInfo):
     import pandas as pd
 
@@ -326,6 +358,7 @@ def _images_table(out: Path, rows: dict[str, dict[str, Any]], info: EnsembleInfo
                 r["partials"]["n_foreground"],
                 tuple(r["partials"]["class_counts"]),
                 r["partials"]["n_pixels"],
+                _nan_if_none(r["partials"].get("sum_distance")),
             )
             for r in recs
         ]
@@ -337,7 +370,7 @@ def _images_table(out: Path, rows: dict[str, dict[str, Any]], info: EnsembleInfo
         for key in ("seconds", "seconds_read", "seconds_model", "seconds_write"):
             row[key] = round(sum(r[key] for r in recs), 3)
     table = pd.DataFrame(list(rows.values()))
-    for col in ("U", "U_epistemic", "foreground_fraction"):
+    for col in ("U", "U_epistemic", "ood_distance", "foreground_fraction"):
         if col not in table:
             table[col] = np.nan
     if "U_reason" not in table:

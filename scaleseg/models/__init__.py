@@ -12,6 +12,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from ._channels import adapt_first_conv_weight, find_first_conv  # noqa: E402
 from ._export import export_onnx, export_torchscript  # noqa: E402
 from ._factory import ARCHITECTURES, DECODER_INIT_STD, ModelSpec, build_model, init_decoder  # noqa: E402
+from ._features import (  # noqa: E402
+    capture_encoder_features,
+    encoder_features,
+    has_encoder,
+    pool_deepest,
+)
 from ._losses import LOSSES, SegmentationLoss, build_loss  # noqa: E402
 from ._normalize import Normalization, channel_stats, to_unit_range  # noqa: E402
 from ._weights import WeightsError, file_sha256, load_weights, read_weights, save_weights  # noqa: E402
@@ -26,6 +32,10 @@ __all__ = [
     "WeightsError",
     "adapt_first_conv_weight",
     "build_model",
+    "capture_encoder_features",
+    "encoder_features",
+    "has_encoder",
+    "pool_deepest",
     "build_loss",
     "channel_stats",
     "export_onnx",

@@ -139,6 +139,9 @@ def train_ensemble(
     results.sort(key=lambda r: r["fold"])
     for r in results:
         r.pop("skipped", None)
+    features = _fold_feature_stats(
+        results, specs, out_dir, model_spec, train_cfg, normalization, client, torch_threads
+    )
     manifest = {
         "format": "scaleseg-ensemble/1",
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -164,6 +167,7 @@ def train_ensemble(
                 "train_images": r["train_images"],
                 "valid_images": r["valid_images"],
                 "seconds": r["seconds"],
+                **({"features": features[r["fold"]]} if r["fold"] in features else {}),
             }
             for r in results
         ],
@@ -174,6 +178,42 @@ def train_ensemble(
     (out_dir / ENSEMBLE_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     write_model_card(manifest, out_dir / "MODEL_CARD.md")
     return manifest
+
+
+def _fold_feature_stats(
+    results, specs, out_dir, model_spec, train_cfg, normalization, client, torch_threads
+) -> dict[int, dict[str, Any]]:
+    """Encoder-feature statistics per fold (one task per fold on a client; folds that have
+    them keep them). Zoomed ensembles (scale != 1) get none: predict refuses them anyway."""
+    from ..cluster import client_has_gpus
+    from ._features import ensure_fold_features
+
+    if float(train_cfg.get("scale", 1.0)) != 1.0:
+        return {}
+    train_items = {s.fold: s.train for s in specs}
+    kw = dict(
+        model_spec=model_spec,
+        normalization=normalization,
+        tile_shape=tuple(train_cfg["tile_shape"]),
+        torch_threads=torch_threads,
+    )
+    args = [(str(out_dir), r["fold"], r["weights"], train_items[r["fold"]]) for r in results]
+    if client is None:
+        return {a[1]: ensure_fold_features(*a, **kw) for a in args}
+    resources = {"GPU": 1} if client_has_gpus(client) else None
+    futures = [
+        client.submit(
+            ensure_fold_features,
+            *a,
+            **kw,
+            resources=resources,
+            pure=False,
+            key=f"features-{fold_dir_name(a[1])}-{out_dir.name}-{time.time_ns()}",
+            retries=1,
+        )
+        for a in args
+    ]
+    return {a[1]: f.result() for a, f in zip(args, futures)}
 
 
 def write_model_card(manifest: dict[str, Any], path: Path) -> Path:

@@ -1,5 +1,7 @@
-"""Uncertainty maps (u and its epistemic / aleatoric parts) and the image score U."""
+"""Uncertainty maps (u and its epistemic / aleatoric parts), the image score U and the
+encoder-feature distance to the training set."""
 
+from ._features import FeatureStats, fit_feature_stats, ledoit_wolf, mahalanobis
 from ._maps import (
     ScorePartials,
     UncertaintyMaps,
@@ -11,6 +13,10 @@ from ._maps import (
 )
 
 __all__ = [
+    "FeatureStats",
+    "fit_feature_stats",
+    "ledoit_wolf",
+    "mahalanobis",
     "ScorePartials",
     "UncertaintyMaps",
     "argmax_labels",

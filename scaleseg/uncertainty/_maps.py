@@ -78,17 +78,26 @@ def argmax_labels(mean: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class ScorePartials:
     """Partial sums of one block: Σu and Σ epistemic over predicted foreground, its pixel count,
-    per-class pixel counts and the total pixel count."""
+    per-class pixel counts, the total pixel count and Σ of the feature-distance map over all
+    pixels (NaN when the ensemble has no feature statistics)."""
 
     sum_u: float
     sum_epistemic: float
     n_foreground: int
     class_counts: tuple[int, ...]
     n_pixels: int
+    sum_distance: float = float("nan")
 
 
-def score_partials(labels: np.ndarray, maps: UncertaintyMaps, *, n_classes: int) -> ScorePartials:
-    """Partial sums for U over one block (``labels`` and maps of the block core)."""
+def score_partials(
+    labels: np.ndarray,
+    maps: UncertaintyMaps,
+    *,
+    n_classes: int,
+    distance: np.ndarray | None = None,
+) -> ScorePartials:
+    """Partial sums for U (and the feature distance, given its ``(Y, X)`` map) over one block
+    (``labels`` and maps of the block core)."""
     fg = labels != 0
     counts = np.bincount(labels.ravel(), minlength=n_classes)[:n_classes]
     return ScorePartials(
@@ -97,6 +106,7 @@ def score_partials(labels: np.ndarray, maps: UncertaintyMaps, *, n_classes: int)
         n_foreground=int(fg.sum()),
         class_counts=tuple(int(c) for c in counts),
         n_pixels=int(labels.size),
+        sum_distance=(float("nan") if distance is None else float(distance.sum(dtype=np.float64))),
     )
 
 
@@ -114,16 +124,19 @@ def combine_partials(parts: list[ScorePartials]) -> ScorePartials:
         n_foreground=sum(p.n_foreground for p in parts),
         class_counts=tuple(int(c) for c in counts),
         n_pixels=sum(p.n_pixels for p in parts),
+        sum_distance=math.fsum(p.sum_distance for p in parts),  # NaN if any block lacks it
     )
 
 
 def image_score(p: ScorePartials) -> dict[str, float | str]:
-    """U (mean u over predicted foreground), the epistemic score and class fractions.
+    """U (mean u over predicted foreground), the epistemic score, the feature distance
+    (``ood_distance``: mean of the distance map over all pixels) and class fractions.
 
     Returns NaN for U with a reason when nothing is predicted as foreground.
     """
     out: dict[str, float | str] = {
         "foreground_fraction": p.n_foreground / p.n_pixels if p.n_pixels else float("nan"),
+        "ood_distance": p.sum_distance / p.n_pixels if p.n_pixels else float("nan"),
     }
     for k, c in enumerate(p.class_counts):
         out[f"class_{k}_fraction"] = c / p.n_pixels if p.n_pixels else float("nan")

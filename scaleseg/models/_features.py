@@ -1,0 +1,57 @@
+"""Pooled encoder features of segmentation models (kernel, torch): the input of the
+feature-distance out-of-distribution score."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["has_encoder", "pool_deepest", "encoder_features", "capture_encoder_features"]
+
+
+def has_encoder(model) -> bool:
+    """Whether ``model`` is an smp-style model with an ``encoder`` sub-module (TorchScript
+    exports and plain callables are not)."""
+    import torch
+
+    return isinstance(getattr(model, "encoder", None), torch.nn.Module)
+
+
+def pool_deepest(encoder_output):
+    """Average-pool the deepest feature map of an encoder's output.
+
+    Parameters
+    ----------
+    encoder_output : tensor (B, D, h, w) or list of tensors
+        smp encoders return one map per stage, deepest last.
+
+    Returns
+    -------
+    (B, D) float32 tensor
+    """
+    f = encoder_output[-1] if isinstance(encoder_output, list | tuple) else encoder_output
+    return f.float().mean(dim=(-2, -1))
+
+
+def encoder_features(model, x):
+    """Pooled deepest encoder features of the batch ``x`` ``(B, C, H, W)``: ``(B, D)``
+    (the encoder alone runs)."""
+    if not has_encoder(model):
+        raise TypeError(f"{type(model).__name__} has no encoder sub-module")
+    return pool_deepest(model.encoder(x))
+
+
+@contextmanager
+def capture_encoder_features(model) -> Iterator[list]:
+    """While active, every forward pass of ``model`` appends its pooled deepest encoder
+    features ``(B, D)`` to the yielded list (a forward hook: no extra computation)."""
+    if not has_encoder(model):
+        raise TypeError(f"{type(model).__name__} has no encoder sub-module")
+    store: list = []
+    handle = model.encoder.register_forward_hook(
+        lambda _m, _i, out: store.append(pool_deepest(out))
+    )
+    try:
+        yield store
+    finally:
+        handle.remove()
