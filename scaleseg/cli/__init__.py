@@ -22,6 +22,8 @@ _COMMANDS = (
     "_predict",
     "_instances",
     "_rois",
+    "_qa",
+    "_select",
 )
 
 

@@ -1,0 +1,211 @@
+"""The QA images table: ranking, Umin, review flags, OOD detection and per-class summaries.
+
+Pandas composition of the kernels in :mod:`._ranking`, :mod:`._umin` and :mod:`._ood`; no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._inputs import ood_score_columns
+from ._ood import auroc, average_precision
+from ._ranking import PASS, REVIEW, rank_scores, review_flags
+from ._umin import estimate_umin, pearson_r
+
+__all__ = ["QA_COLUMNS", "class_summary", "ood_summary", "qa_table"]
+
+#: Columns :func:`qa_table` adds to a prediction's images table.
+QA_COLUMNS = ("qa_rank", "review", "review_reason", "qa_test")
+
+
+def qa_table(
+    images: pd.DataFrame,
+    *,
+    scores: pd.Series | None = None,
+    metric: str = "dice",
+    tau: float = 0.75,
+    umin: float | None = None,
+    test_images: list[str] | None = None,
+    ood: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Rank images by U, estimate Umin and flag images for review.
+
+    Parameters
+    ----------
+    images : pandas.DataFrame
+        A prediction's images table (``image``, ``status``, ``U``, ``U_reason``, ``error``...).
+    scores : pandas.Series, optional
+        Evaluation score per image name (e.g. Dice); images with a score form the test set
+        (restricted to ``test_images`` when given) from which Umin is estimated.
+    metric : str
+        Name of the score (the column added to the table).
+    tau : float
+        A test image with ``score < tau`` counts as failed.
+    umin : float, optional
+        Use this Umin instead of the estimate (which is still reported).
+    test_images : list of str, optional
+        Only these images count as the test set.
+    ood : pandas.DataFrame, optional
+        From :func:`~scaleseg.qa.read_ood_labels`: adds ``ood`` and ``ood_kind``.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        ``images`` plus ``qa_rank`` (Int64; 1 = review first; NA for failed predictions,
+        which come last), ``review`` (boolean; NA when Umin is unknown), ``review_reason``,
+        ``qa_test`` (bool), ``<metric>`` when scores are given, ``ood`` / ``ood_kind`` when
+        labels are given; sorted by ``qa_rank``.
+    info : dict
+        ``umin``, ``umin_source`` (``"given"``, ``"estimated"`` or ``"none"``),
+        ``umin_reason``, ``umin_estimate``, ``n_test``, ``n_below``, ``tau``, ``metric``,
+        ``pearson_r`` / ``pearson_n`` (U vs score on the test set), ``n_review``,
+        ``n_unknown``, ``n_images``, ``n_failed``.
+    """
+    t = images.sort_values("image", kind="stable", ignore_index=True).copy()
+    ok = (t["status"] == "ok").to_numpy()
+    u = pd.to_numeric(t["U"], errors="coerce").to_numpy(np.float64)
+    ranks = rank_scores(u, valid=ok)
+    t["qa_rank"] = pd.array(np.where(ranks > 0, ranks, 0), dtype="Int64")
+    t.loc[~ok, "qa_rank"] = pd.NA
+    info: dict[str, Any] = {"tau": float(tau), "metric": metric, "n_images": len(t)}
+    info["n_failed"] = int((~ok).sum())
+    test = np.zeros(len(t), bool)
+    est = {"umin": float("nan"), "n_test": 0, "n_below": 0, "reason": "no evaluation given"}
+    info.update(pearson_r=float("nan"), pearson_n=0)
+    if scores is not None:
+        t[metric] = t["image"].map(scores).astype(np.float64)
+        test = ok & t[metric].notna().to_numpy()
+        if test_images is not None:
+            test &= t["image"].isin(set(test_images)).to_numpy()
+        s = t[metric].to_numpy(np.float64)
+        est = estimate_umin(u[test], s[test], tau=tau)
+        info["pearson_r"], info["pearson_n"] = pearson_r(u[test], s[test])
+    t["qa_test"] = test
+    info.update(umin_estimate=est["umin"], n_test=est["n_test"], n_below=est["n_below"])
+    if umin is not None:
+        info.update(umin=float(umin), umin_source="given", umin_reason="")
+    elif np.isfinite(est["umin"]):
+        info.update(umin=est["umin"], umin_source="estimated", umin_reason="")
+    else:
+        info.update(umin=float("nan"), umin_source="none", umin_reason=est["reason"])
+    failed = [None if k else (e or "status not ok") for e, k in zip(t["error"], ok)]
+    flags, reasons = review_flags(
+        u,
+        info["umin"],
+        u_reasons=t["U_reason"].tolist(),
+        failed=failed,
+        umin_reason=info["umin_reason"],
+    )
+    t["review"] = pd.array(
+        [True if f == REVIEW else False if f == PASS else pd.NA for f in flags], dtype="boolean"
+    )
+    t["review_reason"] = reasons
+    info["n_review"] = int((flags == REVIEW).sum())
+    info["n_unknown"] = int((flags < 0).sum())
+    if ood is not None:
+        lab = ood.set_index("image")
+        t["ood"] = pd.array(t["image"].map(lab["ood"]), dtype="boolean")
+        t["ood_kind"] = t["image"].map(lab["ood_kind"]).fillna("").astype(str)
+    t = t.sort_values(["qa_rank", "image"], na_position="last", kind="stable", ignore_index=True)
+    return t, info
+
+
+def ood_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """AUROC and AUPRC of each OOD score for the images with a known OOD label.
+
+    Uses the ``ood`` / ``ood_kind`` columns of :func:`qa_table` and the scores of
+    :func:`~scaleseg.qa.ood_score_columns` (U, U_epistemic, ood_distance; higher = more
+    suspicious, undefined = most suspicious). Failed predictions are left out. One row per
+    score for all OOD images together (``ood_kind == "all"``) and, with several kinds, one per
+    kind against the same in-distribution images.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``score``, ``ood_kind``, ``n_ood``, ``n_in``, ``n_undefined`` (images whose score is
+        NaN), ``auroc``, ``auprc`` and ``prevalence`` (the AUPRC of a random score).
+    """
+    cols = ["score", "ood_kind", "n_ood", "n_in", "n_undefined", "auroc", "auprc", "prevalence"]
+    if "ood" not in table:
+        return pd.DataFrame(columns=cols)
+    lab = table[(table["status"] == "ok") & table["ood"].notna()]
+    is_ood = lab["ood"].to_numpy(bool)
+    kinds = sorted(set(lab.loc[is_ood, "ood_kind"]) - {""})
+    groups = [("all", np.ones(len(lab), bool))]
+    if len(kinds) > 1:
+        groups += [(k, ~is_ood | (lab["ood_kind"] == k).to_numpy()) for k in kinds]
+    rows = []
+    for score in ood_score_columns(lab):
+        s = pd.to_numeric(lab[score], errors="coerce").to_numpy(np.float64)
+        for kind, sel in groups:
+            y = is_ood[sel]
+            rows.append(
+                [
+                    score,
+                    kind,
+                    int(y.sum()),
+                    int((~y).sum()),
+                    int(np.isnan(s[sel]).sum()),
+                    auroc(s[sel], y),
+                    average_precision(s[sel], y),
+                    float(y.mean()) if y.size else float("nan"),
+                ]
+            )
+    return pd.DataFrame(rows, columns=cols)
+
+
+def class_summary(
+    table: pd.DataFrame,
+    *,
+    per_image: pd.DataFrame | None = None,
+    instances: pd.DataFrame | None = None,
+    metric: str = "dice",
+) -> pd.DataFrame:
+    """Per class: how often it is predicted, how much of the images, and how uncertain.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The QA images table (``fraction_<class>`` columns, ``U``, ``review``).
+    per_image : pandas.DataFrame, optional
+        Evaluation rows (index image) with ``<metric>_class_<k>`` columns (k = 1..K).
+    instances : pandas.DataFrame, optional
+        An ``instances.parquet`` table (``class``, ``mean_uncertainty``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``class_id``, ``class``, ``images`` (predicted in), ``mean_fraction``,
+        ``median_fraction``, ``mean_U`` (of the images it is predicted in), ``review``
+        (of those, flagged), and when available ``mean_<metric>`` (test images) and
+        ``instances`` / ``mean_instance_u``.
+    """
+    ok = table[table["status"] == "ok"]
+    names = [c.removeprefix("fraction_") for c in table.columns if c.startswith("fraction_")]
+    rows = []
+    for k, name in enumerate(names):
+        frac = pd.to_numeric(ok[f"fraction_{name}"], errors="coerce")
+        present = frac > 0
+        row: dict[str, Any] = {
+            "class_id": k,
+            "class": name,
+            "images": int(present.sum()),
+            "mean_fraction": float(frac.mean()) if len(frac) else np.nan,
+            "median_fraction": float(frac.median()) if len(frac) else np.nan,
+            "mean_U": float(pd.to_numeric(ok.loc[present, "U"], errors="coerce").mean()),
+            "review": int(ok.loc[present, "review"].fillna(False).sum()),
+        }
+        col = f"{metric}_class_{k}"
+        if per_image is not None and k > 0 and col in per_image:
+            test = ok.loc[ok["qa_test"], "image"] if "qa_test" in ok else ok["image"]
+            row[f"mean_{metric}"] = float(per_image.reindex(test)[col].mean())
+        if instances is not None and "class" in instances and k > 0:
+            sub = instances[instances["class"].astype(int) == k]
+            row["instances"] = len(sub)
+            mu = sub["mean_uncertainty"] if "mean_uncertainty" in sub else pd.Series(dtype=float)
+            row["mean_instance_u"] = float(mu.mean()) if len(mu) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,249 @@
+"""`scaleseg qa` on a real (tiny) prediction: tables, flags, OOD scores, the report, read-only
+inputs, coarse-level thumbnails, overwrite protection and bad inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaleseg import io
+from scaleseg.cli import main
+
+NAMES = ("img0", "img1", "img2", "img3", "ood0")
+
+
+def _opts():
+    return {
+        "tile_shape": [64, 64],
+        "overlap": 0.5,
+        "tta": "none",
+        "batch_size": 4,
+        "zeta": 4.0,
+        "block_shape": [4096, 4096],
+        "chunks": [64, 64],
+        "write_probabilities": True,
+        "probabilities_dtype": "float16",
+        "ngff_version": "0.5",
+    }
+
+
+def fitted_ensemble(path: Path, *, n_models: int = 2) -> Path:
+    """A tiny ensemble whose heads are fitted by least squares to blob masks (no training):
+    random encoders/decoders, so members disagree, but foreground follows the blobs."""
+    import torch
+    from conftest import make_random_ensemble
+    from skimage.data import binary_blobs
+
+    from scaleseg.models import ModelSpec, build_model, save_weights
+
+    path = make_random_ensemble(path, n_models=n_models)
+    manifest = json.loads((path / "ensemble.json").read_text())
+    spec = ModelSpec.from_dict(manifest["model"])
+    for k, fold in enumerate(manifest["folds"]):
+        net = build_model(spec, seed=k).eval()
+        head = net.segmentation_head[0]
+        feats = {}
+        hook = head.register_forward_hook(lambda m, i, o, f=feats: f.__setitem__("f", i[0]))
+        xs, ys = [], []
+        for i in range(2):
+            mask = binary_blobs(64, blob_size_fraction=0.2, volume_fraction=0.3, rng=100 + k + i)
+            img = 0.02 + 0.08 * mask + 0.02 * np.random.default_rng(i).random((64, 64))
+            with torch.no_grad():
+                net(torch.tensor(((img - 0.05) / 0.03)[None, None], dtype=torch.float32))
+            xs.append(feats["f"][0].reshape(feats["f"].shape[1], -1).T.numpy())
+            ys.append(mask.ravel() * 6.0 - 3.0)
+        hook.remove()
+        a = np.concatenate(xs)
+        coef = np.linalg.lstsq(np.c_[a, np.ones(len(a))], np.concatenate(ys), rcond=None)[0]
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.zero_()
+            c = head.weight.shape[-1] // 2
+            head.weight[1, :, c, c] = torch.tensor(coef[:-1], dtype=torch.float32)
+            head.bias[1] = float(coef[-1])
+        fold["sha256"] = save_weights(net, path / fold["path"])
+    (path / "ensemble.json").write_text(json.dumps(manifest))
+    return path
+
+
+def make_prediction(root: Path, ensemble: Path, *, names=NAMES, shape=(96, 96)) -> dict:
+    """A 2-level collection with ``truth`` labels, predicted with ``ensemble`` into root/pred.
+
+    Names starting with "ood" are bright variants; the fourth image gets an undefined U in the
+    table (as predict writes it for an image without predicted foreground).
+    """
+    from skimage.data import binary_blobs
+
+    from scaleseg.inference import predict_collection, read_ensemble
+    from scaleseg.tables import write_table
+
+    col = root / "col"
+    for i, name in enumerate(names):
+        mask = binary_blobs(shape[0], blob_size_fraction=0.2, volume_fraction=0.3, rng=i)
+        rng = np.random.default_rng(i)
+        img = 0.02 + 0.08 * mask + 0.02 * rng.random(shape)
+        if name.startswith("ood"):
+            img = img * 8 + 0.3
+        url = col / f"{name}.zarr"
+        io.write_image(url, img[None].astype(np.float32), chunks=(64, 64), n_levels=2)
+        io.write_labels(url, "truth", mask.astype(np.uint8), chunks=(64, 64))
+    info = read_ensemble(ensemble)
+    pred = root / "pred"
+    res = predict_collection(io.open_collection(col), info, pred, opts=_opts())
+    table = res["images"]
+    i3 = table.index[table["image"] == names[3]][0]
+    table.loc[i3, ["U", "U_epistemic"]] = np.nan
+    table.loc[i3, "U_reason"] = "no foreground predicted"
+    write_table(table, pred / "images", ["parquet", "csv"])
+    labels = root / "labels.csv"
+    pd.DataFrame({"name": list(names), "split": ["test"] * (len(names) - 1) + ["ood"]}).to_csv(
+        labels, index=False
+    )
+    return {"collection": col, "pred": pred, "labels": labels}
+
+
+def tree_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def shared_prediction(tmp_path_factory) -> dict:
+    """One prediction (+ evaluation against ``truth``) per test session, built on first use
+    and shared by the QA, select and notebook tests (they only read it)."""
+    root = tmp_path_factory.getbasetemp() / "qa_shared"
+    done = root / "paths.json"
+    if not done.is_file():
+        root.mkdir(exist_ok=True)
+        data = make_prediction(root, fitted_ensemble(root / "ensemble"))
+        ev = root / "eval"
+        pred_images, col = str(data["pred"] / "images"), str(data["collection"])
+        args = ["evaluate", pred_images, col, "--ref-label", "truth", "--no-experts", "-o", str(ev)]
+        assert main(args) == 0
+        data["evaluation"] = ev
+        done.write_text(json.dumps({k: str(v) for k, v in data.items()}))
+    return {k: Path(v) for k, v in json.loads(done.read_text()).items()}
+
+
+@pytest.fixture(scope="module")
+def prediction(tmp_path_factory):
+    return shared_prediction(tmp_path_factory)
+
+
+def test_qa_cli_end_to_end(prediction, tmp_path, capsys):
+    pred, ev = prediction["pred"], prediction["evaluation"]
+    before = tree_digest(pred)
+    out = tmp_path / "qa"
+    args = ["qa", str(pred), "-o", str(out), "--evaluation", str(ev), "--tau", "1.0"]
+    args += ["--ood-labels", str(prediction["labels"]), "--top", "3"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"Report: {out / 'report.html'}" in printed
+    assert tree_digest(pred) == before  # the prediction is only read
+
+    table = pd.read_parquet(out / "images.parquet")
+    assert len(table) == len(NAMES)
+    assert table["qa_rank"].tolist() == list(range(1, len(NAMES) + 1))
+    assert table["image"].iloc[0] == "img3"  # undefined U first, with its reason
+    assert table["review_reason"].iloc[0] == "U undefined: no foreground predicted"
+    info = json.loads((out / "qa.json").read_text())
+    dice = pd.read_parquet(ev / "per_image.parquet").set_index("image")["dice"]
+    test = table[table["qa_test"]]
+    assert set(test["image"]) == set(NAMES)  # every scored image; Umin ignores undefined U
+    below = test[(test["dice"] < 1.0) & test["U"].notna()]
+    assert info["umin"] == pytest.approx(below["U"].min()) and info["umin_source"] == "estimated"
+    np.testing.assert_allclose(table.set_index("image").loc[dice.index, "dice"], dice)
+    defined = table[table["U"].notna()]
+    assert (defined["review"] == (defined["U"] >= info["umin"])).all()
+    stats = pytest.importorskip("scipy.stats")
+    defined_test = test[test["U"].notna()]
+    r = stats.pearsonr(defined_test["U"], defined_test["dice"]).statistic
+    assert info["pearson_r"] == pytest.approx(r) and info["pearson_n"] == len(NAMES) - 1
+    csv = pd.read_csv(out / "images.csv")
+    assert list(csv["image"]) == list(table["image"])
+
+    ood = pd.read_csv(out / "ood.csv")
+    assert set(ood["score"]) == {"U", "U_epistemic"}
+    assert (ood["n_ood"] == 1).all() and (ood["n_in"] == len(NAMES) - 1).all()
+
+    html = (out / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+    assert len(re.findall(r"src=\"data:image/png;base64,", html)) == 2 + 3  # figures, thumbs
+    assert "Out-of-distribution detection" in html and "Pearson r" in html
+    assert len(list((out / "report" / "thumbnails").glob("*.png"))) == 3
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "ok" and run["summary"]["review"] == int(table["review"].sum())
+
+    # an existing QA folder is refused without --overwrite, replaced with it
+    assert main(args) == 1
+    assert "use --overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+
+
+def test_qa_without_evaluation_leaves_flags_unknown(prediction, tmp_path, capsys):
+    out = tmp_path / "qa"
+    assert main(["qa", str(prediction["pred"]), "-o", str(out), "--top", "0"]) == 0
+    assert "Umin unknown: no evaluation given" in capsys.readouterr().out
+    t = pd.read_parquet(out / "images.parquet").set_index("image")
+    assert t.loc["img3", "review"] == True  # noqa: E712 (undefined U is always reviewed)
+    others = t.drop("img3")
+    assert others["review"].isna().all()
+    assert others["review_reason"].str.startswith("Umin unknown").all()
+    assert not (out / "ood.csv").read_text().strip().count("\n")  # header only
+    out2 = tmp_path / "qa2"
+    assert main(["qa", str(prediction["pred"]), "-o", str(out2), "--umin", "0", "--top", "0"]) == 0
+    assert pd.read_parquet(out2 / "images.parquet")["review"].all()
+
+
+def test_thumbnails_read_coarse_levels_only(prediction, tmp_path, monkeypatch):
+    from scaleseg.qa import run_qa
+
+    levels = []
+    real_image, real_labels = io.open_image, io.open_labels
+
+    def spy_image(ref, *, level=0):
+        levels.append(level)
+        return real_image(ref, level=level)
+
+    def spy_labels(ref, name, *, level=0):
+        levels.append(level)
+        return real_labels(ref, name, level=level)
+
+    monkeypatch.setattr(io, "open_image", spy_image)
+    monkeypatch.setattr(io, "open_labels", spy_labels)
+    res = run_qa(prediction["pred"], tmp_path / "qa", top_n=len(NAMES))
+    assert len(levels) == 3 * len(NAMES) and min(levels) >= 1
+    assert res["report"].is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--evaluation", "{tmp}/nothing"], "nothing: evaluation not found"),
+        (["--ood-labels", "{tmp}/none.csv"], "none.csv: OOD label file not found"),
+        (["--test-images", "{tmp}/x.csv"], "--test-images needs --evaluation"),
+        (["--evaluation", "{ev}", "--metric", "map"], "no column 'map'"),
+        (["-o", "{pred}/qa"], "must lie outside the prediction"),
+    ],
+)
+def test_qa_bad_inputs_name_the_problem(prediction, tmp_path, capsys, extra, message):
+    fill = {"tmp": tmp_path, "ev": prediction["evaluation"], "pred": prediction["pred"]}
+    extra = [e.format(**fill) for e in extra]
+    args = ["qa", str(prediction["pred"]), "-o", str(tmp_path / "out"), *extra]
+    assert main(args) == 1
+    assert message in capsys.readouterr().err
+    assert not (prediction["pred"] / "qa").exists()
+
+
+def test_qa_refuses_a_folder_that_is_no_prediction(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["qa", str(tmp_path / "empty"), "-o", str(tmp_path / "qa")]) == 1
+    assert "no images.parquet or images.csv" in capsys.readouterr().err
