@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import dask.config
 import pytest
 
@@ -71,3 +73,151 @@ def test_local_cuda_without_gpu_is_clear():
         pass
     with pytest.raises(RuntimeError, match="local-cuda"):
         get_client("local-cuda")
+
+
+def test_settings_with_unknown_keys_are_refused():
+    from scaleseg.cluster import check_cluster_settings, make_cluster
+
+    check_cluster_settings({"n_workers": 2, "slurm": {"adapt": {"wait_count": 3}}})  # env style
+    with pytest.raises(ValueError, match=r"scaleseg.cluster.workers: unknown setting"):
+        check_cluster_settings({"workers": 2})
+    with dask.config.set({"scaleseg.cluster.slurm.adapt.maxi": 3}):
+        with pytest.raises(ValueError, match=r"adapt.maxi: unknown setting"):
+            make_cluster("local")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("scaleseg: {cluster: {profile: local}}\ndistributed: {scheduler: {preload: [evil]}}",
+         "preload names Python code"),
+        ("scaleseg: {cluster: {profile: local}}\ndistributed: {client: {security-loader: m.f}}",
+         "security-loader names Python code"),
+        ("scaleseg: {cluster: {profile: local, cluster-class: mymod.MyCluster}}",
+         "cluster-class names Python code"),
+        ("scaleseg: {cluster: {profile: local, procs: 3}}", "procs: unknown setting"),
+        ("jobqueue: {slurm: {cores: 4}}", "sets no scaleseg.cluster.profile"),
+        ("- a list", "a recipe is a YAML mapping"),
+        ("scaleseg: {cluster: [", "not valid YAML"),
+    ],
+)  # fmt: skip
+def test_recipes_set_values_never_code(tmp_path, text, message):
+    from scaleseg.cluster import load_recipe
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_recipe(path)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        get_client(str(path))
+
+
+def test_recipe_profile_that_names_a_class_is_an_unknown_profile(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("scaleseg: {cluster: {profile: distributed.LocalCluster}}")
+    with pytest.raises(ValueError, match="unknown cluster profile 'distributed.LocalCluster'"):
+        with cluster_session(str(path)):
+            pass
+    assert get_setting("cluster.profile") == "local"  # the session's settings did not leak
+
+
+def test_recipe_session_applies_settings_only_inside(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "scaleseg: {cluster: {profile: local, n-workers: 1, torch-threads: 3, "
+        "dashboard-address: ':0'}}"
+    )
+    with cluster_session(str(path)) as client:
+        assert len(client.scheduler_info()["workers"]) == 1
+        assert get_setting("cluster.torch-threads") == 3
+    assert get_setting("cluster.torch-threads") == 1
+
+
+def test_scheduler_file_target(client, tmp_path):
+    path = tmp_path / "scheduler.json"
+    client.write_scheduler_file(str(path))
+    c = get_client(str(path))
+    try:
+        assert c.submit(sum, [2, 3]).result() == 5
+    finally:
+        c.close()
+    with pytest.raises(FileNotFoundError, match="no such scheduler file"):
+        get_client(str(tmp_path / "missing.json"))
+
+
+def test_parse_unit_key():
+    from scaleseg.cluster._observe import parse_unit_key
+
+    assert parse_unit_key("predict-well_A-1_f0-2-13-0a1b2c") == {
+        "image": "well_A-1_f0",
+        "block": [2, 13],
+    }
+    assert parse_unit_key("train-fold_3-ens-1760000000") == {"fold": 3}
+    assert parse_unit_key("_run_job-8c1f") == {}
+
+
+def test_one_log_line_per_unit(client):
+    import json
+    import logging
+    import time
+
+    from scaleseg.cluster._observe import watch_units
+
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("scaleseg.units")
+    handler, level = Keep(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        assert watch_units(client)
+        keys = [f"predict-img-0-{i}-abcdef" for i in range(3)]
+        client.gather(client.map(abs, [-1, -2, -3], key=keys))
+        bad = client.submit(int, "x", key="predict-img-1-0-abcdef")
+        with pytest.raises(ValueError):
+            bad.result()
+        deadline = time.monotonic() + 10
+        while len(lines) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        client.unsubscribe_topic("scaleseg-unit")
+    events = {e["key"]: e for e in map(json.loads, lines)}
+    assert set(keys) | {"predict-img-1-0-abcdef"} <= set(events)
+    ok = events[keys[2]]
+    assert ok["event"] == "unit" and ok["image"] == "img" and ok["block"] == [0, 2]
+    assert ok["status"] == "ok" and ok["worker"].startswith("tcp://") and ok["seconds"] >= 0
+    assert events["predict-img-1-0-abcdef"]["status"] == "error"
+
+
+def test_cli_recipe_prints_dashboard_and_logs_units(tmp_path, capsys):
+    import logging
+
+    from scaleseg.cli import main
+
+    recipe = tmp_path / "cpu.yaml"
+    recipe.write_text("scaleseg: {cluster: {profile: local, dashboard-address: ':0'}}")
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler = Keep()
+    logging.getLogger("scaleseg.units").addHandler(handler)
+    try:
+        rc = main(
+            ["demo-data", str(tmp_path / "demo"), "--images", "2", "--ood", "0", "--size", "48",
+             "48", "--cluster", str(recipe), "--workers", "1"]
+        )  # fmt: skip
+    finally:
+        logging.getLogger("scaleseg.units").removeHandler(handler)
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert f"Dask cluster: {recipe} with 1 workers; dashboard: http" in out
+    assert sum('"event": "unit"' in line for line in seen) >= 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,27 +39,65 @@ def add_cluster_args(parser: argparse.ArgumentParser, *, default_local: bool) ->
         "--cluster",
         metavar="PROFILE",
         default="local" if default_local else None,
-        help="cluster profile: local (default{}) or local-cuda".format(
-            "" if default_local else ": run in this process"
+        help="cluster profile: local{}, local-cuda, slurm, kubernetes, or a recipe file "
+        "(deploy/slurm/jobqueue.yaml)".format(
+            " (the default)" if default_local else " (default: run in this process)"
         ),
     )
     g.add_argument(
-        "--scheduler", metavar="ADDRESS", help="connect to a running scheduler (tcp://host:8786)"
+        "--scheduler",
+        metavar="ADDRESS",
+        help="connect to a running scheduler: tcp://host:8786, tls://host:8786 (certificates "
+        "from distributed.comm.tls in the dask config) or a scheduler file (*.json)",
     )
-    g.add_argument("--workers", type=int, metavar="N", help="workers for a local profile")
+    g.add_argument(
+        "--workers", type=int, metavar="N", help="workers (local profiles; a fixed size for slurm)"
+    )
     g.add_argument(
         "--performance-report", metavar="FILE", help="write Dask's HTML performance report here"
     )
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (in-process CLI calls
+    from tests or notebooks replace it between commands)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _unit_logger() -> None:
+    """One JSON line per unit on stderr (``scaleseg.units``), set up once per process."""
+    log = logging.getLogger("scaleseg.units")
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        log.addHandler(_StderrHandler())
+        log.propagate = False
+        if log.level == logging.NOTSET:
+            log.setLevel(logging.INFO)
+
+
 @contextmanager
 def client_from_args(args: argparse.Namespace) -> Iterator[Any]:
-    """Yield a Client for ``--scheduler`` / ``--cluster`` (or ``None``), printing the dashboard."""
+    """Yield a Client for ``--scheduler`` / ``--cluster`` (or ``None``), printing the dashboard.
+
+    While the client is open, every finished task is logged as one JSON line on the
+    ``scaleseg.units`` logger (key, image / block or fold, worker, seconds).
+    """
     target = args.scheduler or args.cluster
     if target is None:
         yield None
         return
     from ..cluster import cluster_session, dashboard_link
+    from ..cluster._observe import watch_units
 
     kwargs = {"n_workers": args.workers} if args.workers and not args.scheduler else {}
     with cluster_session(target, **kwargs) as client:
@@ -66,6 +105,8 @@ def client_from_args(args: argparse.Namespace) -> Iterator[Any]:
         say(
             f"Dask cluster: {target} with {n} workers; dashboard: {dashboard_link(client) or 'none'}"
         )
+        _unit_logger()
+        watch_units(client)
         report = getattr(args, "performance_report", None)
         if not report:
             yield client

@@ -6,14 +6,21 @@ import os
 import re
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from ._config import get_setting
+from ._config import apply_recipe, check_cluster_settings, get_setting, load_recipe
 
-__all__ = ["PROFILES", "cluster_session", "get_client", "dashboard_link", "client_has_gpus"]
+__all__ = [
+    "PROFILES",
+    "client_has_gpus",
+    "cluster_session",
+    "dashboard_link",
+    "get_client",
+    "make_cluster",
+]
 
-PROFILES = ("local", "local-cuda")
+PROFILES = ("local", "local-cuda", "slurm", "kubernetes")
 
 _ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://|^[\w.-]+:\d+$")
 
@@ -71,6 +78,107 @@ def _local_cuda(n_workers, threads_per_worker, memory_limit, dashboard_address, 
         ) from None
 
 
+def _adapt_or_scale(cluster, n_workers, adapt: dict | None, profile: str) -> None:
+    """A fixed size when ``n_workers`` is given, else adaptive scaling from the settings."""
+    if n_workers:
+        cluster.scale(int(n_workers))
+        return
+    adapt = dict(adapt or {})
+    if not adapt:
+        raise ValueError(
+            f"profile {profile!r}: give --workers N or set scaleseg.cluster.{profile}.adapt "
+            "(minimum / maximum workers)"
+        )
+    kw = {k.replace("-", "_"): v for k, v in adapt.items() if v is not None}
+    cluster.adapt(**kw)
+
+
+def _slurm(n_workers, threads_per_worker, memory_limit, dashboard_address, scale=True, **kw):
+    """dask-jobqueue ``SLURMCluster``; job settings come from ``jobqueue.slurm`` in dask.config
+    (``deploy/slurm/jobqueue.yaml``: GPUs via ``--gres``, ``--resources GPU=1``, lifetime)."""
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError as exc:
+        raise RuntimeError(
+            f"profile 'slurm' needs dask-jobqueue: pip install 'scaleseg[slurm]' (import failed: {exc})"
+        ) from None
+    if threads_per_worker:
+        kw.setdefault("cores", int(threads_per_worker))
+    if memory_limit and memory_limit != "auto":
+        kw.setdefault("memory", memory_limit)
+    if dashboard_address:
+        kw.setdefault("scheduler_options", {"dashboard_address": dashboard_address})
+    cluster = SLURMCluster(**kw)
+    if scale:
+        try:
+            _adapt_or_scale(cluster, n_workers, get_setting("cluster.slurm.adapt"), "slurm")
+        except BaseException:
+            cluster.close()
+            raise
+    return cluster
+
+
+def _kubernetes(n_workers, threads_per_worker, memory_limit, dashboard_address, scale=True, **kw):
+    """dask-kubernetes ``KubeCluster`` (Dask operator) from the validated ``DaskCluster`` spec
+    named by ``scaleseg.cluster.kubernetes.spec`` (``deploy/kubernetes/cluster.yaml``)."""
+    from ._kube import load_kubernetes_spec
+
+    spec_path = get_setting("cluster.kubernetes.spec")
+    if not spec_path:
+        raise ValueError(
+            "profile 'kubernetes': set scaleseg.cluster.kubernetes.spec to a DaskCluster YAML"
+        )
+    spec = load_kubernetes_spec(spec_path)  # validated before anything is contacted
+    try:
+        from dask_kubernetes.operator import KubeCluster
+    except ImportError as exc:
+        raise RuntimeError(
+            "profile 'kubernetes' needs dask-kubernetes: pip install 'scaleseg[kubernetes]' "
+            f"(import failed: {exc})"
+        ) from None
+    namespace = get_setting("cluster.kubernetes.namespace")
+    if namespace:
+        kw.setdefault("namespace", namespace)
+    cluster = KubeCluster(custom_cluster_spec=spec, **kw)
+    if scale and (n_workers or get_setting("cluster.kubernetes.adapt")):
+        _adapt_or_scale(cluster, n_workers, get_setting("cluster.kubernetes.adapt"), "kubernetes")
+    return cluster
+
+
+_BUILDERS = {"local": _local, "local-cuda": _local_cuda, "slurm": _slurm, "kubernetes": _kubernetes}
+
+
+def _is_recipe(target: str) -> bool:
+    return target.endswith((".yaml", ".yml"))
+
+
+def make_cluster(
+    profile: str,
+    *,
+    n_workers: int | None = None,
+    threads_per_worker: int | None = None,
+    memory_limit: str | None = None,
+    dashboard_address: str | None = None,
+    scale: bool = True,
+    **cluster_kwargs: Any,
+):
+    """The cluster object of a profile, without a client.
+
+    ``scale=False`` builds a ``slurm`` / ``kubernetes`` cluster without asking for workers
+    (nothing is submitted), e.g. to inspect ``SLURMCluster.job_script()``.
+    """
+    check_cluster_settings(get_setting("cluster", {}) or {})
+    if profile not in _BUILDERS:
+        raise ValueError(
+            f"unknown cluster profile {profile!r}; use one of {', '.join(PROFILES)}, a recipe "
+            "file (deploy/**/*.yaml) or a scheduler address (tcp://host:port)"
+        )
+    builder = _BUILDERS[profile]
+    if profile in ("slurm", "kubernetes"):
+        cluster_kwargs["scale"] = scale
+    return builder(n_workers, threads_per_worker, memory_limit, dashboard_address, **cluster_kwargs)
+
+
 def get_client(
     profile_or_address: str | None = None,
     *,
@@ -80,15 +188,21 @@ def get_client(
     dashboard_address: str | None = None,
     **cluster_kwargs: Any,
 ):
-    """Build a :class:`distributed.Client` from a profile or connect to a scheduler.
+    """Build a :class:`distributed.Client` from a profile, a recipe, or a scheduler address.
 
     Parameters
     ----------
     profile_or_address : str, optional
         ``"local"`` (LocalCluster with one single-threaded worker process per core; the
         default), ``"local-cuda"`` (dask-cuda, one worker per GPU, each with a ``GPU``
-        resource), or a scheduler address such as ``tcp://host:8786``. ``None`` reads
-        ``scaleseg.cluster.profile`` from dask.config.
+        resource), ``"slurm"`` (dask-jobqueue ``SLURMCluster`` configured by
+        ``jobqueue.slurm`` in dask.config), ``"kubernetes"`` (dask-kubernetes ``KubeCluster``
+        from the spec in ``scaleseg.cluster.kubernetes.spec``), a recipe file such as
+        ``deploy/slurm/jobqueue.yaml`` (merged into this process's dask.config -- never
+        written to disk -- and its ``scaleseg.cluster.profile`` used), or a scheduler address
+        such as ``tcp://host:8786`` / ``tls://host:8786`` (TLS credentials come from
+        ``distributed.comm.tls`` in dask.config), or a scheduler file (``*.json``, from
+        ``dask scheduler --scheduler-file``). ``None`` reads ``scaleseg.cluster.profile``.
 
     Returns
     -------
@@ -98,32 +212,51 @@ def get_client(
     """
     from distributed import Client
 
-    target = profile_or_address or get_setting("cluster.profile", "local")
+    target = str(profile_or_address or get_setting("cluster.profile", "local"))
+    if _is_recipe(target):
+        apply_recipe(load_recipe(target))  # in memory, for this process
+        target = str(get_setting("cluster.profile"))
     if _ADDRESS.match(target):
         return Client(target)
-    builders = {"local": _local, "local-cuda": _local_cuda}
-    if target not in builders:
-        raise ValueError(
-            f"unknown cluster profile {target!r}; use one of {', '.join(PROFILES)} "
-            "or a scheduler address (tcp://host:port)"
-        )
-    cluster = builders[target](
-        n_workers, threads_per_worker, memory_limit, dashboard_address, **cluster_kwargs
+    if target.endswith(".json"):  # a scheduler file (dask scheduler --scheduler-file)
+        if not os.path.isfile(target):
+            raise FileNotFoundError(f"{target}: no such scheduler file")
+        return Client(scheduler_file=target)
+    cluster = make_cluster(
+        target,
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit,
+        dashboard_address=dashboard_address,
+        **cluster_kwargs,
     )
-    return Client(cluster)
+    try:
+        return Client(cluster)
+    except BaseException:
+        cluster.close()
+        raise
 
 
 @contextmanager
 def cluster_session(profile_or_address: str | None = None, **kwargs: Any) -> Iterator[Any]:
-    """``with cluster_session("local") as client:`` -- closes the client and any cluster it made."""
-    client = get_client(profile_or_address, **kwargs)
-    try:
-        yield client
-    finally:
-        cluster = client.cluster
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    """``with cluster_session("local") as client:`` -- closes the client and any cluster it made.
+
+    A recipe file's settings apply inside the block only.
+    """
+
+    target = profile_or_address
+    with ExitStack() as stack:
+        if target is not None and _is_recipe(str(target)):
+            stack.enter_context(apply_recipe(load_recipe(target)))
+            target = str(get_setting("cluster.profile"))
+        client = get_client(target, **kwargs)
+        try:
+            yield client
+        finally:
+            cluster = client.cluster
+            client.close()
+            if cluster is not None:
+                cluster.close()
 
 
 def dashboard_link(client) -> str:

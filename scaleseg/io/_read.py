@@ -180,13 +180,27 @@ def open_labels(ref: ImageRef | str | Path, name: str, *, level: int = 0) -> xr.
     return arr.isel(drop)
 
 
+def _member_path(url: str, path: Any, what: str) -> str:
+    """A well / field path from plate metadata, refused unless it stays inside the plate."""
+    parts = str(path).split("/")
+    if (
+        not isinstance(path, str)
+        or not path
+        or path.startswith(("/", "\\"))
+        or any(p in ("", ".", "..") or "\\" in p or ":" in p for p in parts)
+    ):
+        raise ValueError(f"{url}: {what} path {path!r} in the plate metadata leaves the plate")
+    return path
+
+
 def _plate_fields(url: str, group: zarr.Group, attrs: dict) -> list[ImageRef]:
     refs = []
     plate_name = safe_name(url_name(url).removesuffix(".zarr").removesuffix(".ome"))
     for well in attrs["plate"].get("wells", []):
-        wpath = well["path"]
+        wpath = _member_path(url, well.get("path"), "well")
         wattrs, _ = ome_attrs(group[wpath])
         for i, img in enumerate(wattrs.get("well", {}).get("images", [])):
+            _member_path(url, img.get("path"), f"field of well {wpath}")
             name = safe_name(f"{plate_name}_{wpath.replace('/', '')}_f{img['path']}")
             refs.append(ImageRef(join_url(url, wpath, img["path"]), name, well=wpath, field=i))
     return refs
