@@ -332,6 +332,7 @@ def test_worker_killed_during_train(cluster_client, archive, train_reference, tm
     killer.join()
     assert killer.killed, "no worker was killed"
     assert_same_ensemble(out, train_reference)
+    assert not list(out.glob(".fold_*.partial-*"))  # the retried fold removed the dead attempt
     cluster_client.wait_for_workers(2, timeout=60)
 
 

@@ -98,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"scaleseg {args.command}: error: {msg}", file=sys.stderr)
         return 1
+    except OSError as exc:  # not a directory, read-only file system, disk full, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"scaleseg {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"scaleseg {args.command}: interrupted", file=sys.stderr)
         return 130

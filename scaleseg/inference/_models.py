@@ -103,6 +103,22 @@ def verify_ensemble(info: EnsembleInfo) -> None:
                 f"{wpath}: checksum mismatch (ensemble.json {sha[:12]}..., file "
                 f"{actual[:12]}...): the weights were changed or corrupted"
             )
+        if wpath.suffix == ".safetensors":
+            _check_safetensors(wpath)
+
+
+def _check_safetensors(path: Path) -> None:
+    """Open the header (no tensor data is read): a truncated or malformed file fails here, on
+    the driver, instead of in every unit on the workers."""
+    from safetensors import safe_open
+
+    from ..models import WeightsError
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            fh.keys()
+    except Exception as exc:  # safetensors raises its own error types
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
 def get_models(info: EnsembleInfo, device) -> list:

@@ -12,7 +12,7 @@ Two steps, always in this order, in training and at inference:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +114,7 @@ def channel_stats(
     *,
     max_pixels_per_image: int = 2**20,
     rng: np.random.Generator | None = None,
+    names: Sequence[str] | None = None,
 ) -> Normalization:
     """Per-channel mean and std over all pixels of the training images.
 
@@ -127,6 +128,8 @@ def channel_stats(
         a random offset, so at most about this many pixels per image enter the statistics.
     rng : numpy.random.Generator, optional
         Picks the grid offsets; default ``np.random.default_rng(0)`` (deterministic).
+    names : sequence of str, optional
+        What to call the images in errors (default: their index).
 
     Returns
     -------
@@ -137,21 +140,24 @@ def channel_stats(
     mean = m2 = None
     count = 0
     for i, img in enumerate(images):
+        name = names[i] if names is not None else f"image {i}"
         if len(img.shape) != 3:
-            raise ValueError(f"image {i}: expected (C, Y, X), got shape {tuple(img.shape)}")
+            raise ValueError(f"{name}: expected (C, Y, X), got shape {tuple(img.shape)}")
         _, h, w = img.shape
         step = max(1, int(np.ceil(np.sqrt(h * w / max_pixels_per_image))))
         if step > 1:
             oy, ox = (int(v) for v in rng.integers(0, step, size=2))
             img = img[:, oy::step, ox::step]
         x = to_unit_range(img).astype(np.float64).reshape(img.shape[0], -1)
+        if not np.isfinite(x).all():
+            raise ValueError(f"{name}: image contains NaN or infinite pixels")
         n = x.shape[1]
         if n == 0:
             continue
         if mean is None:
             mean, m2 = np.zeros(x.shape[0]), np.zeros(x.shape[0])
         elif x.shape[0] != mean.shape[0]:
-            raise ValueError(f"image {i} has {x.shape[0]} channels, earlier ones {mean.shape[0]}")
+            raise ValueError(f"{name} has {x.shape[0]} channels, earlier ones {mean.shape[0]}")
         # Chan et al. pairwise merge of (count, mean, M2): stable for many large images
         xm = x.mean(axis=1)
         xm2 = np.square(x - xm[:, None]).sum(axis=1)

@@ -488,4 +488,5 @@ def normalization_from_items(
             images,
             max_pixels_per_image=max_pixels_per_image,
             rng=np.random.default_rng(seed),
+            names=[i.image_url for i in items],
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -199,21 +200,31 @@ def _fold_feature_stats(
     )
     args = [(str(out_dir), r["fold"], r["weights"], train_items[r["fold"]]) for r in results]
     if client is None:
-        return {a[1]: ensure_fold_features(*a, **kw) for a in args}
-    resources = {"GPU": 1} if client_has_gpus(client) else None
-    futures = [
-        client.submit(
-            ensure_fold_features,
-            *a,
-            **kw,
-            resources=resources,
-            pure=False,
-            key=f"features-{fold_dir_name(a[1])}-{out_dir.name}-{time.time_ns()}",
-            retries=1,
+        entries = {a[1]: ensure_fold_features(*a, **kw) for a in args}
+    else:
+        resources = {"GPU": 1} if client_has_gpus(client) else None
+        futures = [
+            client.submit(
+                ensure_fold_features,
+                *a,
+                **kw,
+                resources=resources,
+                pure=False,
+                key=f"features-{fold_dir_name(a[1])}-{out_dir.name}-{time.time_ns()}",
+                retries=1,
+            )
+            for a in args
+        ]
+        entries = {a[1]: f.result() for a, f in zip(args, futures)}
+    missing = sorted(k for k, e in entries.items() if e is None)
+    if missing:  # all folds or none: the score averages over the members
+        logging.getLogger("scaleseg.train").warning(
+            "no encoder-feature statistics (fold(s) %s have fewer than 2 training windows): "
+            "predict will report ood_distance as NaN",
+            ", ".join(map(str, missing)),
         )
-        for a in args
-    ]
-    return {a[1]: f.result() for a, f in zip(args, futures)}
+        return {}
+    return entries
 
 
 def write_model_card(manifest: dict[str, Any], path: Path) -> Path:

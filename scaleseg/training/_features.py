@@ -85,14 +85,15 @@ def ensure_fold_features(
     tile_shape: tuple[int, int],
     max_windows: int = 32,
     torch_threads: int | None = 1,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Feature statistics of fold ``fold`` (computed once; an existing file is kept).
 
     Returns
     -------
-    dict
+    dict or None
         The fold's ``features`` entry of ``ensemble.json``: ``path`` (relative to the
-        ensemble), ``sha256``, ``n_samples``, ``dim``, ``shrinkage``, ``seconds``.
+        ensemble), ``sha256``, ``n_samples``, ``dim``, ``shrinkage``, ``seconds``; None when the
+        training images hold fewer than two windows (no covariance to estimate).
     """
     import torch
 
@@ -127,6 +128,8 @@ def ensure_fold_features(
             max_windows=max_windows,
             device=device,
         )
+        if feats.shape[0] < 2:
+            return None
         stats = fit_feature_stats(feats)
         arrays = {k: torch.from_numpy(v) for k, v in stats.to_arrays().items()}
         sha = save_weights(arrays, path, metadata={"what": "scaleseg encoder-feature statistics"})

@@ -191,6 +191,8 @@ def fit_fold(
     patience = train_cfg.get("early_stopping_patience")
     lr, wd = float(train_cfg["lr"]), float(train_cfg["weight_decay"])
 
+    for stale in out_dir.glob(f".{fold_dir_name(spec.fold)}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # an attempt whose worker died (one at a time)
     tmp = out_dir / f".{fold_dir_name(spec.fold)}.partial-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     history: list[dict[str, Any]] = []
