@@ -27,6 +27,9 @@ SCRIPTS = {
     "predict": ["bench_predict.py"],
     "instances": ["bench_instances.py"],
     "stitch": ["bench_stitch.py"],
+    # need .venv-deepflash2 (benchmarks/deepflash2_env.sh); without it they print "skipped"
+    "deepflash2": ["bench_deepflash2.py"],
+    "gt_deepflash2": ["bench_gt_deepflash2.py"],
 }
 
 

@@ -1,0 +1,153 @@
+"""deepflash2 side of bench_deepflash2.py; runs INSIDE the deepflash2 environment.
+
+    .venv-deepflash2/bin/python benchmarks/_df2_predict.py SPEC.json
+
+SPEC.json (written by bench_deepflash2.py)::
+
+    {"images": [png, ...], "models": [pth, ...], "out": dir, "threads": 2, "n_classes": 2,
+     "in_channels": 1, "cases": [{"name", "tile", "border_padding_factor", "max_tile_shift"}]}
+
+The fold files are in the layout ``deepflash2.models.save_smp_model`` writes. For every case an
+``InferenceEnsemble`` is built exactly as ``EnsembleLearner.get_inference_ensemble`` does
+(jit-scripted, saved as ``ensemble_*.pt``) and run over the images by ``EnsemblePredictor.
+get_ensemble_results`` -- deepflash2's own prediction path. Results go to
+``out/<case>/<image>_{pred,smx,std}.npy`` and ``out/result.json``. Nothing here patches
+deepflash2, smp or torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    names = ("deepflash2", "fastai", "torch", "segmentation_models_pytorch", "timm", "zarr")
+    return {n: md.version(n) for n in names}
+
+
+def _load_models(paths: list[str]) -> tuple[list, dict, str]:
+    """Fold models from deepflash2-layout files.
+
+    deepflash2's own loader (``load_smp_model``) is tried first; it rebuilds a ``tu-convnext*``
+    Unet with ``encoder_depth=4, decoder_channels=(256, 128, 64, 16)`` whatever the file says, so a
+    depth-5 Unet (scaleseg's) does not load. Then the same file is loaded into the model the file
+    describes (``smp.create_model(arch, **kwargs)``, smp defaults), with a strict state-dict load.
+    """
+    import segmentation_models_pytorch as smp
+    import torch
+    from deepflash2.models import load_smp_model
+
+    note = "deepflash2.models.load_smp_model loaded the fold files as they are"
+    try:
+        load_smp_model(paths[0])
+    except Exception as exc:  # noqa: BLE001 - we report whatever deepflash2 raises
+        msg = " ".join(str(exc).split())
+        note = (
+            f"deepflash2.models.load_smp_model fails: {type(exc).__name__}: "
+            f"{msg[:150]}... (it forces encoder_depth=4, decoder_channels="
+            "(256, 128, 64, 16) for tu-convnext encoders); models built with smp.create_model "
+            "from the file's own kwargs and loaded strictly"
+        )
+    models, stats = [], None
+    for p in paths:
+        d = torch.load(p, map_location="cpu", weights_only=False)
+        state, stats = d.pop("model"), d.pop("stats")
+        arch = d.pop("arch")
+        d.pop("encoder_weights", None)
+        m = smp.create_model(arch, encoder_weights=None, **d)
+        m.load_state_dict(state, strict=True)
+        models.append(m.eval())
+    return models, stats, note
+
+
+def main() -> None:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    threads = int(spec.get("threads", 2))
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    warnings.simplefilter("ignore")
+    from deepflash2.inference import InferenceEnsemble
+    from deepflash2.learner import EnsemblePredictor
+
+    out = Path(spec["out"])
+    t0 = time.perf_counter()
+    models, stats, load_note = _load_models(spec["models"])
+    load_s = time.perf_counter() - t0
+    files = [Path(p) for p in spec["images"]]
+    result = {
+        "versions": _versions(),
+        "torch_threads": torch.get_num_threads(),
+        "load_note": load_note,
+        "load_s": round(load_s, 2),
+        "cases": {},
+    }
+    for case in spec["cases"]:
+        cdir = out / case["name"]
+        cdir.mkdir(parents=True, exist_ok=True)
+        tile = int(case["tile"])
+        t1 = time.perf_counter()
+        # as EnsembleLearner.get_inference_ensemble (Config inference_kwargs, scale 1)
+        ens = InferenceEnsemble(
+            models,
+            num_classes=int(spec["n_classes"]),
+            in_channels=int(spec["in_channels"]),
+            channel_means=np.asarray(stats["channel_means"]).tolist(),
+            channel_stds=np.asarray(stats["channel_stds"]).tolist(),
+            tile_shape=(tile, tile),
+            use_tta=True,
+            max_tile_shift=float(case["max_tile_shift"]),
+            use_gaussian=True,
+            scale=1.0,
+            gaussian_kernel_sigma_scale=0.125,
+            border_padding_factor=float(case["border_padding_factor"]),
+        )
+        pt = cdir / "ensemble_Unet_tu-convnext-tiny_2classes.pt"
+        torch.jit.script(ens).save(str(pt))
+        pred = EnsemblePredictor(files=files, ensemble_path=pt)
+        build_s = time.perf_counter() - t1
+        # warm-up: the traced members' first calls run the JIT profiling passes
+        with torch.inference_mode():
+            x = torch.zeros(1, int(spec["in_channels"]), tile, tile)
+            for m in pred.inference_ensemble.models.children():
+                m(x)
+                m(x)
+        n_windows = len(
+            pred.inference_ensemble.tiler.get_slices_and_centers(
+                list(np.asarray(pred.ds.read_img(files[0])).shape[:2])
+            )[2]
+        )
+        t2 = time.perf_counter()
+        g_pred, g_smx, g_std = pred.get_ensemble_results()
+        pred_s = time.perf_counter() - t2
+        per_image = {}
+        for f in files:
+            p, s, u = (np.asarray(g[f.name][:]) for g in (g_pred, g_smx, g_std))
+            np.save(cdir / f"{f.stem}_pred.npy", p)
+            np.save(cdir / f"{f.stem}_smx.npy", s)
+            np.save(cdir / f"{f.stem}_std.npy", u)
+            row = pred.df_ens[pred.df_ens.file == f.name].iloc[0]
+            per_image[f.stem] = {"U": float(row.uncertainty_score)}
+        result["cases"][case["name"]] = {
+            "build_s": round(build_s, 2),
+            "predict_s": round(pred_s, 3),
+            "seconds_per_image": round(pred_s / len(files), 3),
+            "windows_per_image": int(n_windows),
+            "images": per_image,
+        }
+        print(f"[df2] {case['name']}: {pred_s:.1f} s for {len(files)} images", flush=True)
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
