@@ -168,8 +168,10 @@ def test_resume_and_rerun(collection, tiny_ensemble, tmp_path, capsys):
             columns=[c for c in table1 if c.startswith("seconds")]
         ),
     )
+    record = (out / "run.json").read_bytes()
     assert main(argv) == 0
     assert "nothing to do" in capsys.readouterr().out
+    assert (out / "run.json").read_bytes() == record  # the run that did the work keeps its record
     # other settings on the same output: refused, nothing touched
     assert main([*argv[:-2], "--tta", "flips"]) == 1
     assert "other settings" in capsys.readouterr().err

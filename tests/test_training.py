@@ -179,8 +179,24 @@ def test_train_cli_and_export(archive, tmp_path, capsys):
     assert (out / "export" / "fold_0.torchscript.pt").exists()
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "ok" and len(run["models"]) == 2
-    assert main(argv) == 1  # finished ensemble: not overwritten without --overwrite
-    assert "already holds a finished ensemble" in capsys.readouterr().err
+    manifest, record = (out / "ensemble.json").read_bytes(), (out / "run.json").read_bytes()
+    assert main(argv) == 0  # a finished ensemble, same configuration: nothing to do
+    assert "nothing to do" in capsys.readouterr().out
+    assert (out / "ensemble.json").read_bytes() == manifest
+    assert (out / "run.json").read_bytes() == record  # the training run's record is kept
+    # an older ensemble without feature statistics: re-running adds them, keeps every fold
+    m = json.loads(manifest)
+    for f in m["folds"]:
+        (out / f.pop("features")["path"]).unlink()
+    (out / "ensemble.json").write_text(json.dumps(m))
+    assert main(argv) == 0
+    again = json.loads((out / "ensemble.json").read_text())
+    assert [f["sha256"] for f in again["folds"]] == [f["sha256"] for f in m["folds"]]
+    assert all((out / f["features"]["path"]).is_file() for f in again["folds"])
+    assert "resuming: folds [0, 1]" in capsys.readouterr().out
+    other = [a if a != "1" or argv[i - 1] != "--epochs" else "2" for i, a in enumerate(argv)]
+    assert main(other) == 1  # another configuration: not overwritten without --overwrite
+    assert "trained with another configuration" in capsys.readouterr().err
 
 
 def test_majority_vote_when_no_gt(archive, tmp_path):

@@ -114,6 +114,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             )
     if (out / "images.parquet").exists() and (out / "complete").exists():
         say(f"{out}: prediction already complete; nothing to do (use --overwrite to redo it)")
+        record.nothing_done()
         return 0
     out.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps(state, indent=2) + "\n")

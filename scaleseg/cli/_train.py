@@ -116,14 +116,18 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             import shutil
 
             shutil.rmtree(out)
-        elif (out / ENSEMBLE_FILE).exists():
-            raise CLIError(f"{out} already holds a finished ensemble (use --overwrite to retrain)")
         elif state.exists() and json.loads(state.read_text()) != t.model_dump(mode="json"):
+            what = "an ensemble" if (out / ENSEMBLE_FILE).exists() else "folds"
             raise CLIError(
-                f"{out} holds folds trained with another configuration (use --overwrite)"
+                f"{out} holds {what} trained with another configuration (use --overwrite to "
+                "retrain)"
             )
         elif not state.exists() and any(out.iterdir()):
             raise CLIError(f"{out} exists and is not a scaleseg ensemble (use --overwrite)")
+        elif _complete(out):
+            say(f"{out}: the ensemble is complete (same configuration): nothing to do")
+            record.nothing_done()
+            return 0
 
     items, needs_vote, warnings = training_items(
         args.input,
@@ -194,6 +198,18 @@ def run(args: argparse.Namespace, cfg, record) -> int:
         + f" (mean {sum(dice) / len(dice):.3f})"
     )
     return 0
+
+
+def _complete(out: Path) -> bool:
+    """A finished ensemble whose folds all carry feature statistics (re-running an older one
+    adds them: every fold is kept, only the statistics are computed)."""
+    from ..training import ENSEMBLE_FILE
+
+    path = out / ENSEMBLE_FILE
+    if not path.is_file():
+        return False
+    folds = json.loads(path.read_text()).get("folds", [])
+    return bool(folds) and all(f.get("features") for f in folds)
 
 
 def _channels(item) -> int:
