@@ -68,6 +68,16 @@ def thumbnail_task(job: dict[str, Any]) -> str | None:
     return str(render_thumbnail(thumb, job["png"], title=job.get("title", "")))
 
 
+def _null_nan(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _null_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_null_nan(v) for v in obj]
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj
+
+
 def _url(v: Any) -> str | None:
     return str(v) if isinstance(v, str) and v else None
 
@@ -173,7 +183,9 @@ def run_qa(
     ood_df.to_csv(out / "ood.csv", index=False)
     classes.to_csv(out / "classes.csv", index=False)
     written.update({"ood.csv": out / "ood.csv", "classes.csv": out / "classes.csv"})
-    (out / "qa.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    (out / "qa.json").write_text(  # strict JSON: an undefined value is null, not NaN
+        json.dumps(_null_nan(info), indent=2, default=str, allow_nan=False) + "\n"
+    )
     written["qa.json"] = out / "qa.json"
 
     figures = {
