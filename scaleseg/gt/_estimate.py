@@ -137,8 +137,9 @@ def staple(
         (at least 1). K = 1 runs binary STAPLE, K > 1 multi-label STAPLE.
     threshold : float, optional
         Binary only: pixels whose STAPLE foreground probability is
-        ``>= threshold`` become foreground. (deepflash2 uses ``>``; the two differ
-        only on pixels of probability exactly ``threshold``.)
+        ``>= threshold`` become foreground. (deepflash2 0.3.0 runs MultiLabelSTAPLE
+        on binary masks too, with undecided pixels set to background; on PV-in-HC the two
+        give identical masks on all 36 images, benchmarks/bench_gt_deepflash2.py.)
     max_iter : int, optional
         Maximum number of EM iterations; default SimpleITK's (run to convergence).
     undecided : {"best_expert", "background"} or int, optional
@@ -241,8 +242,9 @@ def majority_vote(
         Number of foreground classes K; default the largest label present.
     undecided : {"best_expert", "background"} or int, optional
         How to fill tied pixels (no single most frequent label,
-        SimpleITK ``LabelVotingImageFilter``). ``"best_expert"`` (the deepflash2
-        rule): the label of the expert whose macro Dice against the vote on the
+        SimpleITK ``LabelVotingImageFilter``). ``"best_expert"`` (the rule the
+        deepflash2 paper describes; its 0.3.0 code sets undecided pixels to background,
+        ``"background"`` here): the label of the expert whose macro Dice against the vote on the
         decided pixels is highest (ties: the first expert). ``"background"``: 0.
         An int: that label.
 
