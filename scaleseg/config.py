@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "ConfigError",
@@ -84,6 +84,12 @@ class TrainConfig(_Frozen):
         "imagenet", description="'imagenet' (local cache only), a local file path, or None"
     )
     n_classes: int = Field(2, ge=2, description="including background")
+    encoder_depth: int | None = Field(
+        None, ge=3, le=5, description="encoder stages; None = smp's 5 (deepflash2's ConvNeXt: 4)"
+    )
+    decoder_channels: tuple[int, ...] | None = Field(
+        None, description="decoder widths, one per stage; None = smp's (deepflash2: 256 128 64 16)"
+    )
     loss: Literal["ce_dice", "focal", "tversky", "lovasz", "ce"] = "ce_dice"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-3, ge=0)
@@ -101,6 +107,16 @@ class TrainConfig(_Frozen):
     seed: int = 0
 
     _check_tile = field_validator("tile_shape")(_positive_shape)
+
+    @model_validator(mode="after")
+    def _decoder_matches_depth(self):
+        c = self.decoder_channels
+        if c is not None and (len(c) != (self.encoder_depth or 5) or min(c) < 1):
+            raise ValueError(
+                f"decoder_channels {list(c)} needs one positive width per encoder stage "
+                f"({self.encoder_depth or 5})"
+            )
+        return self
 
     @field_validator("encoder_weights", mode="before")
     @classmethod

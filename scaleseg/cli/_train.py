@@ -31,6 +31,16 @@ def register(sub) -> None:
     g.add_argument("--arch", help="smp architecture (Unet, UnetPlusPlus, FPN, DeepLabV3Plus, ...)")
     g.add_argument("--encoder", help="encoder (tu-convnext_tiny, resnet18, tu-<any timm model>)")
     g.add_argument("--encoder-weights", help="'imagenet' (local cache only), a file, or 'none'")
+    g.add_argument(
+        "--encoder-depth", type=int, help="encoder stages (3-5; default 5, deepflash2's: 4)"
+    )
+    g.add_argument(
+        "--decoder-channels",
+        type=int,
+        nargs="+",
+        metavar="C",
+        help="decoder widths, one per stage (deepflash2's ConvNeXt U-Net: 256 128 64 16)",
+    )
     g.add_argument("--n-classes", type=int, help="classes including background")
     g.add_argument("--epochs", type=int, help="unfrozen epochs (one one-cycle schedule)")
     g.add_argument("--frozen-epochs", type=int, help="epochs with the encoder frozen")
@@ -77,6 +87,8 @@ def _train_config(cfg, args):
         arch=args.arch,
         encoder=args.encoder,
         encoder_weights=args.encoder_weights,
+        encoder_depth=args.encoder_depth,
+        decoder_channels=tuple(args.decoder_channels) if args.decoder_channels else None,
         n_classes=args.n_classes,
         epochs=args.epochs,
         frozen_epochs=args.frozen_epochs,
@@ -116,7 +128,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             import shutil
 
             shutil.rmtree(out)
-        elif state.exists() and json.loads(state.read_text()) != t.model_dump(mode="json"):
+        elif state.exists() and _stored_config(state) != t.model_dump(mode="json"):
             what = "an ensemble" if (out / ENSEMBLE_FILE).exists() else "folds"
             raise CLIError(
                 f"{out} holds {what} trained with another configuration (use --overwrite to "
@@ -167,6 +179,10 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             "n_extra": 2 if args.flows else 0,
             "encoder_weights": t.encoder_weights,
         }
+        if t.encoder_depth is not None:
+            model_spec["encoder_depth"] = t.encoder_depth
+        if t.decoder_channels is not None:
+            model_spec["decoder_channels"] = list(t.decoder_channels)
         n_models = t.n_models or t.n_folds
         say(
             f"training {n_models} models ({t.arch} + {t.encoder}) on {len(items)} images, "
@@ -198,6 +214,17 @@ def run(args: argparse.Namespace, cfg, record) -> int:
         + f" (mean {sum(dice) / len(dice):.3f})"
     )
     return 0
+
+
+def _stored_config(path: Path) -> dict:
+    """The training configuration an ensemble folder was made with, completed with today's
+    defaults (settings added since then do not make an older folder look different)."""
+    from ..config import TrainConfig
+
+    try:
+        return TrainConfig.model_validate(json.loads(path.read_text())).model_dump(mode="json")
+    except ValueError:
+        return {}
 
 
 def _complete(out: Path) -> bool:

@@ -65,6 +65,11 @@ class ModelSpec:
         and random initialisation when absent; for smp encoders any of their named weights, e.g.
         ``"ssl"``) or a path to a local safetensors / torch file holding the encoder's weights
         (the smp encoder's state dict, a whole smp model's, or a timm checkpoint for ``tu-``).
+    encoder_depth : int or None, default None
+        Encoder stages used (3-5); None = smp's default (5). deepflash2 builds its ConvNeXt
+        U-Nets with depth 4 and ``decoder_channels=(256, 128, 64, 16)``.
+    decoder_channels : tuple of int or None, default None
+        Decoder widths, one per encoder stage (U-Net family); None = smp's default.
     """
 
     arch: str = "Unet"
@@ -73,6 +78,8 @@ class ModelSpec:
     n_classes: int = 2
     n_extra: int = 0
     encoder_weights: str | None = _NAMED_WEIGHTS
+    encoder_depth: int | None = None
+    decoder_channels: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         canon = {a.lower(): a for a in ARCHITECTURES}
@@ -85,6 +92,21 @@ class ModelSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        d = self.encoder_depth
+        if d is not None and (isinstance(d, bool) or not isinstance(d, int) or not 3 <= d <= 5):
+            raise ValueError(f"encoder_depth must be None or an integer in 3..5, got {d!r}")
+        c = self.decoder_channels
+        if c is not None:
+            if isinstance(c, str | bytes) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in c
+            ):
+                raise ValueError(f"decoder_channels must be positive integers, got {c!r}")
+            c = tuple(c)
+            if len(c) != (d or 5):
+                raise ValueError(
+                    f"decoder_channels needs one width per encoder stage ({d or 5}), got {c!r}"
+                )
+            object.__setattr__(self, "decoder_channels", c)
         w = self.encoder_weights
         if isinstance(w, os.PathLike):
             object.__setattr__(self, "encoder_weights", os.fspath(w))
@@ -97,8 +119,24 @@ class ModelSpec:
         return self.n_classes + self.n_extra
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the fields as a JSON-serialisable dict."""
-        return dataclasses.asdict(self)
+        """Return the fields as a JSON-serialisable dict (unset optional shape fields are left
+        out, so specs written before they existed compare equal)."""
+        d = dataclasses.asdict(self)
+        for key in ("encoder_depth", "decoder_channels"):
+            if d[key] is None:
+                del d[key]
+            elif key == "decoder_channels":
+                d[key] = list(d[key])
+        return d
+
+    def smp_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``smp.create_model`` this spec sets beyond the defaults."""
+        kw: dict[str, Any] = {}
+        if self.encoder_depth is not None:
+            kw["encoder_depth"] = self.encoder_depth
+        if self.decoder_channels is not None:
+            kw["decoder_channels"] = list(self.decoder_channels)
+        return kw
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
@@ -200,9 +238,13 @@ def build_model(spec: ModelSpec, *, seed: int | None = None) -> nn.Module:
                 encoder_weights=None,
                 in_channels=spec.in_channels,
                 classes=spec.out_channels,
+                **spec.smp_kwargs(),
             )
-        except (KeyError, RuntimeError) as e:
-            raise ValueError(f"cannot build {spec.arch} with encoder {spec.encoder!r}: {e}") from e
+        except (KeyError, RuntimeError, TypeError) as e:
+            extra = f" and {spec.smp_kwargs()}" if spec.smp_kwargs() else ""
+            raise ValueError(
+                f"cannot build {spec.arch} with encoder {spec.encoder!r}{extra}: {e}"
+            ) from e
         init_decoder(model)
         if spec.encoder_weights is not None:
             state = _pretrained_encoder_state(spec, model.encoder)
