@@ -33,38 +33,15 @@ def _versions() -> dict:
 
 
 def _load_models(paths: list[str]) -> tuple[list, dict, str]:
-    """Fold models from deepflash2-layout files.
-
-    deepflash2's own loader (``load_smp_model``) is tried first; it rebuilds a ``tu-convnext*``
-    Unet with ``encoder_depth=4, decoder_channels=(256, 128, 64, 16)`` whatever the file says, so a
-    depth-5 Unet (scaleseg's) does not load. Then the same file is loaded into the model the file
-    describes (``smp.create_model(arch, **kwargs)``, smp defaults), with a strict state-dict load.
-    """
-    import segmentation_models_pytorch as smp
-    import torch
+    """Fold models from deepflash2-layout files, read by deepflash2's own loader
+    (``deepflash2.models.load_smp_model``, strict state-dict load)."""
     from deepflash2.models import load_smp_model
 
-    note = "deepflash2.models.load_smp_model loaded the fold files as they are"
-    try:
-        load_smp_model(paths[0])
-    except Exception as exc:  # noqa: BLE001 - we report whatever deepflash2 raises
-        msg = " ".join(str(exc).split())
-        note = (
-            f"deepflash2.models.load_smp_model fails: {type(exc).__name__}: "
-            f"{msg[:150]}... (it forces encoder_depth=4, decoder_channels="
-            "(256, 128, 64, 16) for tu-convnext encoders); models built with smp.create_model "
-            "from the file's own kwargs and loaded strictly"
-        )
     models, stats = [], None
     for p in paths:
-        d = torch.load(p, map_location="cpu", weights_only=False)
-        state, stats = d.pop("model"), d.pop("stats")
-        arch = d.pop("arch")
-        d.pop("encoder_weights", None)
-        m = smp.create_model(arch, encoder_weights=None, **d)
-        m.load_state_dict(state, strict=True)
-        models.append(m.eval())
-    return models, stats, note
+        model, stats = load_smp_model(p)
+        models.append(model.eval())
+    return models, stats, "deepflash2.models.load_smp_model loaded scaleseg's fold files (strict)"
 
 
 def main() -> None:

@@ -162,6 +162,10 @@ def _ensemble(tmp: Path, crops, n_models: int) -> tuple[Path, list[str], dict]:
         "n_classes": 2,
         "n_extra": 0,
         "encoder_weights": None,
+        # deepflash2's ConvNeXt U-Net (create_smp_model): 4 stages, decoder (256, 128, 64, 16),
+        # so deepflash2's own load_smp_model reads the fold files scaleseg writes
+        "encoder_depth": 4,
+        "decoder_channels": [256, 128, 64, 16],
     }
     ens = tmp / "ensemble"
     df2 = tmp / "df2_models"
