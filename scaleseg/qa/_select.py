@@ -69,7 +69,13 @@ def annotation_candidates(
     score = pd.to_numeric(t[by], errors="coerce").to_numpy(np.float64)
     ok = (t["status"] == "ok").to_numpy()
     if by != "U" and not np.isfinite(score[ok]).any():
-        raise ValueError(f"score {by!r} is undefined for every image (all NaN)")
+        hint = (
+            ": the ensemble has no encoder-feature statistics (re-run `scaleseg train` on it to "
+            "add them, then predict again)"
+            if by == "ood_distance"
+            else ""
+        )
+        raise ValueError(f"score {by!r} is undefined for every image (all NaN){hint}")
     done = set(annotated)
     picked, skipped = [], []
     for i in review_order(score, valid=ok):
