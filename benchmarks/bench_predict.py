@@ -49,18 +49,11 @@ def _images(root: Path, n: int, shape: tuple[int, int], chunks=(512, 512)) -> Pa
 
 
 def _opts(tile=256, tta="none", block=2048, overlap=0.5):
-    return {
-        "tile_shape": [tile, tile],
-        "overlap": overlap,
-        "tta": tta,
-        "batch_size": 4,
-        "zeta": 4.0,
-        "block_shape": [block, block],
-        "chunks": [512, 512],
-        "write_probabilities": True,
-        "probabilities_dtype": "float16",
-        "ngff_version": "0.5",
-    }
+    from scaleseg.inference import predict_options
+
+    return predict_options(
+        tile_shape=(tile, tile), overlap=overlap, tta=tta, block_shape=(block, block)
+    )
 
 
 def _cluster(n_workers: int):

@@ -121,7 +121,12 @@ def test_distance_map_of_one_window_is_the_mean_over_members_and_flips(rng):
 def test_ood_distance_blocked_equals_whole_and_is_checked(tmp_path, rng):
     from conftest import make_random_ensemble
 
-    from scaleseg.inference import predict_collection, read_ensemble, verify_ensemble
+    from scaleseg.inference import (
+        predict_collection,
+        predict_options,
+        read_ensemble,
+        verify_ensemble,
+    )
     from scaleseg.io import open_collection, write_image
     from scaleseg.models import WeightsError
     from scaleseg.training import TrainItem
@@ -151,11 +156,7 @@ def test_ood_distance_blocked_equals_whole_and_is_checked(tmp_path, rng):
         chunks=(32, 32),
     )
     refs = open_collection(tmp_path / "col")
-    opts = {
-        "tile_shape": [64, 64], "overlap": 0.5, "tta": "flips", "batch_size": 4, "zeta": 4.0,
-        "chunks": [32, 32], "write_probabilities": False, "probabilities_dtype": "float16",
-        "ngff_version": "0.5",
-    }  # fmt: skip
+    opts = predict_options(info, chunks=(32, 32), tile_shape=(64, 64), write_probabilities=False)
     blocked = predict_collection(refs, info, tmp_path / "b", opts=dict(opts, block_shape=[64, 64]))
     whole = predict_collection(refs, info, tmp_path / "w", opts=dict(opts, block_shape=[512, 512]))
     b, w = blocked["images"].iloc[0], whole["images"].iloc[0]
@@ -170,16 +171,14 @@ def test_ood_distance_blocked_equals_whole_and_is_checked(tmp_path, rng):
 
 
 def test_ensemble_without_statistics_gives_nan(tmp_path, rng, tiny_ensemble):
-    from scaleseg.inference import predict_collection, read_ensemble
+    from scaleseg.inference import predict_collection, predict_options, read_ensemble
     from scaleseg.io import open_collection, write_image
 
     info = read_ensemble(tiny_ensemble)
     assert not info.has_feature_stats
     write_image(tmp_path / "c" / "a.zarr", (rng.random((1, 70, 70)) * 255).astype(np.uint8))
-    opts = {
-        "tile_shape": [64, 64], "overlap": 0.5, "tta": "none", "batch_size": 4, "zeta": 4.0,
-        "chunks": [64, 64], "block_shape": [512, 512], "write_probabilities": False,
-        "probabilities_dtype": "float16", "ngff_version": "0.5",
-    }  # fmt: skip
+    opts = predict_options(
+        info, chunks=(64, 64), tta="none", block_shape=(512, 512), write_probabilities=False
+    )
     table = predict_collection(open_collection(tmp_path / "c"), info, tmp_path / "o", opts=opts)
     assert np.isnan(table["images"]["ood_distance"].iloc[0])

@@ -19,18 +19,11 @@ NAMES = ("img0", "img1", "img2", "img3", "ood0")
 
 
 def _opts():
-    return {
-        "tile_shape": [64, 64],
-        "overlap": 0.5,
-        "tta": "none",
-        "batch_size": 4,
-        "zeta": 4.0,
-        "block_shape": [4096, 4096],
-        "chunks": [64, 64],
-        "write_probabilities": True,
-        "probabilities_dtype": "float16",
-        "ngff_version": "0.5",
-    }
+    from scaleseg.inference import predict_options
+
+    return predict_options(
+        tile_shape=(64, 64), tta="none", block_shape=(4096, 4096), chunks=(64, 64)
+    )
 
 
 def fitted_ensemble(path: Path, *, n_models: int = 2) -> Path:

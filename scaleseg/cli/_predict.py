@@ -62,7 +62,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace, cfg, record) -> int:
     from ..cluster import get_setting
-    from ..inference import predict_output_state, read_ensemble, verify_ensemble
+    from ..inference import predict_options, predict_output_state, read_ensemble, verify_ensemble
     from ..inference._run import predict_collection
     from ..io import open_collection
     from ..tables import write_table
@@ -88,18 +88,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             "applied by predict yet (only scale 1)"
         )
     refs = select_images(open_collection(args.input), args.images_file, args.where)
-    opts = {
-        "tile_shape": list(pc.tile_shape or info.tile_shape),
-        "overlap": pc.overlap,
-        "tta": pc.tta,
-        "batch_size": pc.batch_size,
-        "zeta": pc.zeta,
-        "block_shape": list(pc.block_shape),
-        "chunks": list(args.chunks),
-        "write_probabilities": pc.write_probabilities,
-        "probabilities_dtype": pc.probabilities_dtype,
-        "ngff_version": args.ngff,
-    }
+    opts = predict_options(info, pc, chunks=tuple(args.chunks), ngff_version=args.ngff)
     out = Path(args.output)
     state = predict_output_state(info, opts, [r.url for r in refs])
     state_file = out / "predict_state.json"

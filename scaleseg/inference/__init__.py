@@ -15,6 +15,7 @@ from ._run import (
     UNCERTAINTY_CHANNELS,
     plan_units,
     predict_collection,
+    predict_options,
     predict_output_state,
     predict_unit,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "plan_blocks",
     "plan_units",
     "predict_collection",
+    "predict_options",
     "predict_output_state",
     "predict_unit",
     "read_ensemble",

@@ -30,6 +30,7 @@ from ._models import EnsembleInfo
 __all__ = [
     "UNCERTAINTY_CHANNELS",
     "plan_units",
+    "predict_options",
     "predict_collection",
     "predict_output_state",
     "predict_unit",
@@ -128,6 +129,47 @@ def predict_unit(task: dict[str, Any]) -> dict[str, Any]:
         )
     )
     return record
+
+
+def predict_options(
+    info: EnsembleInfo | None = None,
+    config=None,
+    *,
+    chunks: tuple[int, int] = (512, 512),
+    ngff_version: str = "0.5",
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The ``opts`` of :func:`predict_collection` from a :class:`~scaleseg.config.PredictConfig`
+    (default: the deepflash2 defaults), the ensemble's tile shape and ``overrides``.
+
+    Raises
+    ------
+    ValueError
+        For an override that is not one of the option names.
+    """
+    from ..config import PredictConfig
+
+    pc = config or PredictConfig()
+    tile = pc.tile_shape or (info.tile_shape if info is not None else None)
+    opts = {
+        "tile_shape": list(tile) if tile is not None else None,
+        "overlap": pc.overlap,
+        "tta": pc.tta,
+        "batch_size": pc.batch_size,
+        "zeta": pc.zeta,
+        "block_shape": list(pc.block_shape),
+        "chunks": list(chunks),
+        "write_probabilities": pc.write_probabilities,
+        "probabilities_dtype": pc.probabilities_dtype,
+        "ngff_version": ngff_version,
+    }
+    unknown = sorted(set(overrides) - set(opts))
+    if unknown:
+        raise ValueError(f"unknown predict options {unknown}; known: {sorted(opts)}")
+    opts.update({k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()})
+    if opts["tile_shape"] is None:
+        raise ValueError("predict options need a tile_shape (from the ensemble or given)")
+    return opts
 
 
 def predict_output_state(
