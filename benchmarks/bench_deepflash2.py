@@ -145,9 +145,78 @@ def _calibrate_head(model, ref, *, spread: float = 6.0, foreground: float = 0.2)
         head.bias[1] -= float(torch.quantile((a * d).flatten(), 1.0 - foreground))
 
 
-def _ensemble(tmp: Path, crops, n_models: int) -> tuple[Path, list[str], dict]:
-    """scaleseg ensemble + deepflash2 fold files holding the same weights."""
+def _df2_fold_file(path: Path, model, spec: dict, norm) -> None:
+    """One fold in deepflash2's layout (deepflash2.models.save_smp_model): the smp kwargs, the
+    raw-pixel normalisation stats, legacy (non-zip) torch serialisation, pickle protocol 2."""
     import numpy as np
+    import torch
+
+    stats = {
+        "channel_means": np.asarray(norm.mean) * 255.0,
+        "channel_stds": np.asarray(norm.std) * 255.0,
+        "max_tiles_per_image": 1,
+    }
+    save = {
+        "model": model.state_dict(),
+        "arch": spec["arch"],
+        "stats": stats,
+        "encoder_name": spec["encoder"],
+        "encoder_weights": None,
+        "in_channels": spec["in_channels"],
+        "classes": spec["n_classes"],
+    }
+    torch.save(save, path, pickle_protocol=2, _use_new_zipfile_serialization=False)
+
+
+def _trained_ensemble(tmp: Path, src: Path, n_models: int) -> tuple[Path, list[str], dict, str]:
+    """The first ``n_models`` folds of a trained scaleseg ensemble, also as deepflash2 files."""
+    import shutil
+
+    import torch
+
+    from scaleseg.inference import get_models, read_ensemble
+    from scaleseg.models import Normalization
+
+    info = read_ensemble(src)
+    spec = info.model
+    # the shape deepflash2's create_smp_model builds for this encoder
+    if spec["encoder"].startswith("tu-convnext"):
+        shape = (4, [256, 128, 64, 16])
+    else:
+        shape = (None, None)
+    if (spec.get("encoder_depth"), spec.get("decoder_channels")) != shape:
+        raise SystemExit(
+            f"{src}: deepflash2 builds {spec['encoder']} U-Nets with encoder depth / decoder "
+            f"channels {shape} (None = smp's default); this ensemble has "
+            f"{spec.get('encoder_depth')} / {spec.get('decoder_channels')}"
+        )
+    folds = list(info.folds[:n_models])
+    ens = tmp / "ensemble"
+    df2 = tmp / "df2_models"
+    df2.mkdir(parents=True)
+    manifest = json.loads((src / "ensemble.json").read_text())
+    for f in folds:
+        (ens / Path(f["path"]).parent).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / f["path"], ens / f["path"])
+        f.pop("features", None)
+    manifest["folds"] = folds
+    (ens / "ensemble.json").write_text(json.dumps(manifest, indent=1))
+    norm = Normalization.from_dict(info.normalization)
+    torch.set_num_threads(2)
+    pths = []
+    for k, model in enumerate(get_models(read_ensemble(ens), torch.device("cpu"))):
+        pth = df2 / f"{spec['arch']}_{spec['encoder'].replace('_', '-')}_2classes-fold{k + 1}.pth"
+        _df2_fold_file(pth, model, spec, norm)
+        pths.append(str(pth))
+    desc = (
+        f"trained scaleseg ensemble {src} ({spec['arch']} + {spec['encoder']}, folds "
+        f"{[f['fold'] for f in folds]})"
+    )
+    return ens, pths, norm.to_dict(), desc
+
+
+def _ensemble(tmp: Path, crops, n_models: int) -> tuple[Path, list[str], dict, str]:
+    """scaleseg ensemble + deepflash2 fold files holding the same weights."""
     import torch
 
     from scaleseg.models import ModelSpec, build_model, save_weights
@@ -187,24 +256,8 @@ def _ensemble(tmp: Path, crops, n_models: int) -> tuple[Path, list[str], dict]:
                 "valid_images": [],
             }
         )
-        # deepflash2's fold layout (deepflash2.models.save_smp_model): the smp kwargs, the raw-pixel
-        # normalisation stats, legacy (non-zip) torch serialisation, pickle protocol 2
         pth = df2 / f"Unet_{ENCODER.replace('_', '-')}_2classes-fold{k + 1}.pth"
-        stats = {
-            "channel_means": np.asarray(norm.mean) * 255.0,
-            "channel_stds": np.asarray(norm.std) * 255.0,
-            "max_tiles_per_image": 1,
-        }
-        save = {
-            "model": model.state_dict(),
-            "arch": "Unet",
-            "stats": stats,
-            "encoder_name": ENCODER,
-            "encoder_weights": None,
-            "in_channels": 1,
-            "classes": 2,
-        }
-        torch.save(save, pth, pickle_protocol=2, _use_new_zipfile_serialization=False)
+        _df2_fold_file(pth, model, spec, norm)
         pths.append(str(pth))
     manifest = {
         "model": spec,
@@ -218,7 +271,11 @@ def _ensemble(tmp: Path, crops, n_models: int) -> tuple[Path, list[str], dict]:
         "classes": ["background", "pv"],
     }
     (ens / "ensemble.json").write_text(json.dumps(manifest, indent=1))
-    return ens, pths, norm.to_dict()
+    desc = (
+        f"Unet + {ENCODER} (deepflash2's shape: depth 4, decoder 256-128-64-16), M={n_models}, "
+        "random init seeds 0.., head rescaled (logit-difference std 6, 20% foreground)"
+    )
+    return ens, pths, norm.to_dict(), desc
 
 
 def _warm(info, tile: int) -> bool:
@@ -241,7 +298,7 @@ def _run_scaleseg(tmp: Path, ens: Path, names: list[str], cases: list[str], work
     import zarr
     from distributed import Client, LocalCluster
 
-    from scaleseg.inference import predict_collection, read_ensemble
+    from scaleseg.inference import predict_collection, predict_options, read_ensemble
     from scaleseg.io import open_collection
 
     info = read_ensemble(ens)
@@ -256,18 +313,15 @@ def _run_scaleseg(tmp: Path, ens: Path, names: list[str], cases: list[str], work
         for case in cases:
             c = CASES[case]
             client.run(_warm, info, c["tile"])
-            opts = {
-                "tile_shape": [c["tile"], c["tile"]],
-                "overlap": c["overlap"],
-                "tta": "flips",
-                "batch_size": 4,
-                "zeta": 4.0,
-                "block_shape": [2048, 2048],
-                "chunks": [512, 512],
-                "write_probabilities": True,
-                "probabilities_dtype": "float32",
-                "ngff_version": "0.5",
-            }
+            # scaleseg's defaults (batch 1 on CPU, like deepflash2's per-window passes);
+            # float32 probabilities for the comparison
+            opts = predict_options(
+                info,
+                tile_shape=(c["tile"], c["tile"]),
+                overlap=c["overlap"],
+                tta="flips",
+                probabilities_dtype="float32",
+            )
             dest = tmp / "scaleseg" / case
             t0 = time.perf_counter()
             res = predict_collection(refs, info, dest, opts=opts, client=client)
@@ -366,6 +420,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="deepflash2's torch threads")
     ap.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     ap.add_argument("--keep", help="keep the work folder here (default: a temporary folder)")
+    ap.add_argument(
+        "--ensemble",
+        help="a trained scaleseg ensemble (its first --models folds and its normalisation) "
+        "instead of random ConvNeXt-Tiny models",
+    )
     args = ap.parse_args()
 
     py, why = df2_python()
@@ -380,7 +439,10 @@ def main() -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         crops = _images(tmp, args.images)
         names = [n for n, _ in crops]
-        ens, pths, norm = _ensemble(tmp, crops, args.models)
+        if args.ensemble:
+            ens, pths, norm, desc = _trained_ensemble(tmp, Path(args.ensemble), args.models)
+        else:
+            ens, pths, norm, desc = _ensemble(tmp, crops, args.models)
 
         spec = {
             "images": [str(tmp / "png" / f"{n}.png") for n in names],
@@ -406,8 +468,7 @@ def main() -> None:
 
         figures = {
             "images": f"{len(names)} x {CROP}x{CROP} centre crops of PV-in-HC ({', '.join(names)})",
-            "ensemble": f"Unet + {ENCODER} (depth 5, scaleseg's), M={args.models}, T=4 flips, "
-            "random init seeds 0.., head rescaled (logit-difference std 6, 20% foreground)",
+            "ensemble": f"{desc}; T=4 flips",
             "normalization": f"mean {norm['mean'][0]:.5f}, std {norm['std'][0]:.5f} "
             "on [0, 1] (deepflash2: x 255)",
             "scaleseg_run": f"predict_collection, LocalCluster {args.workers} workers x 1 thread",

@@ -97,6 +97,35 @@ def test_only_single_experts_is_an_error(tmp_path):
     assert not (tmp_path / "gt").exists()
 
 
+def test_dice_only_equals_full_run(archive, tmp_path, capsys):
+    """--no-instance-scores: the same GT, Dice and agreement; no mAP / consensus bound."""
+    refs = io.open_collection(archive)
+    full = run_gt(refs, tmp_path / "full", chunks=(32, 32))
+    out = tmp_path / "dice"
+    assert main(["gt", str(archive), str(out), "--no-instance-scores"]) == 0
+    assert "no instance scores" in capsys.readouterr().out
+    for ref in refs:
+        np.testing.assert_array_equal(
+            io.open_labels(out / "images" / f"{ref.name}.zarr", "est_gt").values,
+            io.open_labels(tmp_path / "full" / "images" / f"{ref.name}.zarr", "est_gt").values,
+        )
+    scores = pd.read_parquet(out / "expert_scores.parquet")
+    np.testing.assert_allclose(scores["dice"], full["scores"]["dice"], atol=1e-12)
+    assert scores["map"].isna().all() and scores["ap50"].isna().all()
+    assert full["scores"]["map"].notna().all()
+    summary = json.loads(
+        (out / "gt_summary.json").read_text(),
+        parse_constant=lambda c: pytest.fail(f"gt_summary.json holds {c}"),
+    )
+    assert summary["instance_scores"] is False
+    assert summary["consensus_bound"] is None and summary["expert_map_range"] is None
+    assert summary["mean_pairwise_expert_dice"] == pytest.approx(
+        full["dataset"]["mean_pairwise_expert_dice"]
+    )
+    assert (out / "expert_scores.png").exists()
+    assert json.loads((out / "run.json").read_text())["config"]["gt"]["instance_scores"] is False
+
+
 def test_shape_mismatch_names_the_image(tmp_path):
     for e, shape in (("a", (8, 8)), ("b", (8, 9))):
         (tmp_path / "m" / e).mkdir(parents=True)

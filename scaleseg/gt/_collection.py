@@ -118,7 +118,10 @@ def gt_unit(ref: ImageRef | MaskSet, out_root: str, opts: dict[str, Any]) -> dic
     write_labels(
         url, GT_LABEL, gt, chunks=chunks, source={"image": ref.url, "method": opts["method"]}
     )
-    scores = expert_scores(experts, gt, n_classes=opts["n_classes"], min_size=opts["min_size"])
+    instances = opts.get("instance_scores", True)
+    scores = expert_scores(
+        experts, gt, n_classes=opts["n_classes"], min_size=opts["min_size"], instances=instances
+    )
     for s in scores:
         s["image"] = ref.name
     agree = inter_expert_agreement(experts, metric="dice", n_classes=opts["n_classes"])
@@ -128,14 +131,15 @@ def gt_unit(ref: ImageRef | MaskSet, out_root: str, opts: dict[str, Any]) -> dic
         for b in agree.columns
         if a < b
     ]
-    bound = consensus_bound(experts, min_size=opts["min_size"])
-    perr = bound["pairwise_error_rate"]
-    pairwise_error = [
-        {"image": ref.name, "expert_a": a, "expert_b": b, "error_rate": float(perr.loc[a, b])}
-        for a in perr.index
-        for b in perr.columns
-        if a != b
-    ]
+    pairwise_error = []
+    if instances:
+        perr = consensus_bound(experts, min_size=opts["min_size"])["pairwise_error_rate"]
+        pairwise_error = [
+            {"image": ref.name, "expert_a": a, "expert_b": b, "error_rate": float(perr.loc[a, b])}
+            for a in perr.index
+            for b in perr.columns
+            if a != b
+        ]
     n_fg = int(np.count_nonzero(gt))
     row.update(
         method=opts["method"],
@@ -157,6 +161,7 @@ def estimate_collection(
     staple_threshold: float = 0.5,
     n_classes: int | None = None,
     min_size: int = 0,
+    instance_scores: bool = True,
     chunks: tuple[int, int] = (512, 512),
     n_levels: int = 2,
     client: Any = None,
@@ -168,7 +173,9 @@ def estimate_collection(
     -------
     dict of pandas.DataFrame
         ``images`` (one row per image), ``scores`` (per expert and image), ``agreement``
-        (pairwise expert Dice per image) and ``pairwise_error`` (ordered expert pairs).
+        (pairwise expert Dice per image) and ``pairwise_error`` (ordered expert pairs; empty
+        without ``instance_scores``, which also leaves ``map`` / ``ap50`` NaN); and the flag
+        ``instance_scores``.
     """
     import pandas as pd
 
@@ -178,6 +185,7 @@ def estimate_collection(
         "staple_threshold": staple_threshold,
         "n_classes": n_classes,
         "min_size": min_size,
+        "instance_scores": instance_scores,
         "chunks": tuple(chunks),
         "n_levels": n_levels,
     }
@@ -201,4 +209,5 @@ def estimate_collection(
         "scores": frame("scores", ["image", "expert", "dice", "map", "ap50"]),
         "agreement": frame("agreement", ["image", "expert_a", "expert_b", "dice"]),
         "pairwise_error": frame("pairwise_error", ["image", "expert_a", "expert_b", "error_rate"]),
+        "instance_scores": instance_scores,
     }

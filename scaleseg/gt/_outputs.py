@@ -20,7 +20,8 @@ def summarise_gt(result: dict[str, Any]) -> dict[str, Any]:
     The consensus bound follows Cellpose-SAM (Pachitariu et al. 2025): the error rate of a
     consensus of annotators is about half the mean pairwise inter-annotator error rate
     (instances matched at IoU 0.5; infinite rates, an empty annotator facing a non-empty
-    one, are left out and counted).
+    one, are left out and counted). Without instance scores (``result["instance_scores"]``
+    false) the mAP range and the consensus bound are ``None``.
     """
     import pandas as pd
 
@@ -41,18 +42,21 @@ def summarise_gt(result: dict[str, Any]) -> dict[str, Any]:
     for (a, b), v in mean_pairs.items():
         mat.loc[a, b] = mat.loc[b, a] = v
 
-    err = result["pairwise_error"]["error_rate"].to_numpy(dtype=float)
-    finite = err[np.isfinite(err)]
-    mean_err = float(finite.mean()) if finite.size else float("nan")
-    consensus = {
-        "mean_pairwise_error_rate": mean_err,
-        "consensus_error_rate": mean_err / 2,
-        "n_pairs": int(err.size),
-        "n_infinite_pairs": int(err.size - finite.size),
-        "iou_threshold": 0.5,
-        "definition": "consensus error ~= 1/2 mean pairwise inter-annotator error rate "
-        "(FP+FN)/(TP+FN), Cellpose-SAM",
-    }
+    instances = bool(result.get("instance_scores", True))
+    consensus = None
+    if instances:
+        err = result["pairwise_error"]["error_rate"].to_numpy(dtype=float)
+        finite = err[np.isfinite(err)]
+        mean_err = float(finite.mean()) if finite.size else float("nan")
+        consensus = {
+            "mean_pairwise_error_rate": mean_err,
+            "consensus_error_rate": mean_err / 2,
+            "n_pairs": int(err.size),
+            "n_infinite_pairs": int(err.size - finite.size),
+            "iou_threshold": 0.5,
+            "definition": "consensus error ~= 1/2 mean pairwise inter-annotator error rate "
+            "(FP+FN)/(TP+FN), Cellpose-SAM",
+        }
     images = result["images"]
     ok = images[images["status"] == "ok"]
     dataset = {
@@ -61,7 +65,10 @@ def summarise_gt(result: dict[str, Any]) -> dict[str, Any]:
         "skipped": images.loc[images["status"] != "ok", ["image", "reason"]].to_dict("records"),
         "mean_pairwise_expert_dice": float(pairs["dice"].mean()) if len(pairs) else float("nan"),
         "expert_dice_range": [float(scores["dice"].min()), float(scores["dice"].max())],
-        "expert_map_range": [float(scores["map"].min()), float(scores["map"].max())],
+        "instance_scores": instances,
+        "expert_map_range": (
+            [float(scores["map"].min()), float(scores["map"].max())] if instances else None
+        ),
         "consensus_bound": consensus,
     }
     return {"expert_summary": summary, "agreement_matrix": mat, "dataset": dataset}
@@ -85,7 +92,8 @@ def write_gt_outputs(
     (out / "gt_summary.json").write_text(json.dumps(summary["dataset"], indent=2) + "\n")
     written.append(out / "gt_summary.json")
     if len(result["scores"]):
-        written.append(plot_expert_scores(result["scores"], out / "expert_scores.png"))
+        metrics = ("dice", "map") if result.get("instance_scores", True) else ("dice",)
+        written.append(plot_expert_scores(result["scores"], out / "expert_scores.png", metrics))
         written.append(plot_agreement(mat, out / "expert_agreement.png"))
     return written
 

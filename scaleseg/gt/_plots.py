@@ -7,8 +7,12 @@ from pathlib import Path
 __all__ = ["plot_expert_scores", "plot_agreement"]
 
 
-def plot_expert_scores(scores, path: str | Path) -> Path:
-    """Per-expert distributions of Dice and mAP against the estimated GT (box + points)."""
+_TITLES = {"dice": "Dice (macro)", "map": "mAP (IoU 0.50-0.95)", "ap50": "AP50"}
+
+
+def plot_expert_scores(scores, path: str | Path, metrics=("dice", "map")) -> Path:
+    """Per-expert distributions of ``metrics`` (default Dice and mAP) against the estimated GT
+    (box + points)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -16,9 +20,14 @@ def plot_expert_scores(scores, path: str | Path) -> Path:
     import numpy as np
 
     experts = sorted(scores["expert"].unique())
-    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.1 * len(experts), 3.6), sharey=True)
+    n = len(metrics)
+    fig, axes = plt.subplots(
+        1, n, figsize=(2 + (1 + 1.1 * len(experts)) * n / 2, 3.6), sharey=True, squeeze=False
+    )
+    axes = axes[0]
     rng = np.random.default_rng(0)
-    for ax, metric, title in zip(axes, ("dice", "map"), ("Dice (macro)", "mAP (IoU 0.50-0.95)")):
+    for ax, metric in zip(axes, metrics):
+        title = _TITLES.get(metric, metric)
         data = [scores.loc[scores["expert"] == e, metric].dropna().to_numpy() for e in experts]
         ax.boxplot(data, showfliers=False)
         ax.set_xticks(range(1, len(experts) + 1), experts, rotation=30, ha="right")

@@ -33,7 +33,9 @@ def _named(masks, what: str) -> Mapping:
     return masks
 
 
-def expert_scores(masks, gt, *, n_classes: int | None = None, min_size: int = 0) -> list[dict]:
+def expert_scores(
+    masks, gt, *, n_classes: int | None = None, min_size: int = 0, instances: bool = True
+) -> list[dict]:
     """Score each expert's mask against an estimated ground truth.
 
     Parameters
@@ -49,6 +51,8 @@ def expert_scores(masks, gt, *, n_classes: int | None = None, min_size: int = 0)
         Instances (connected components per class, see
         :func:`scaleseg.metrics.label_instances`) with fewer pixels are dropped
         from both sides before matching.
+    instances : bool, optional
+        ``False`` skips the instance matching: ``map`` and ``ap50`` are NaN.
 
     Returns
     -------
@@ -61,18 +65,15 @@ def expert_scores(masks, gt, *, n_classes: int | None = None, min_size: int = 0)
     names, arrays, k = _validate_masks({**masks, "<gt>": gt}, n_classes)
     gt_arr = arrays.pop()
     names.pop()
-    gt_inst = label_instances(gt_arr, min_size=min_size)
+    gt_inst = label_instances(gt_arr, min_size=min_size) if instances else None
     out = []
     for name, a in zip(names, arrays):
-        inst = label_instances(a, min_size=min_size)
-        out.append(
-            {
-                "expert": name,
-                "dice": dice(a, gt_arr, n_classes=k),
-                "map": mean_average_precision(inst, gt_inst),
-                "ap50": float(average_precision(inst, gt_inst, thresholds=[0.5])[0]),
-            }
-        )
+        row = {"expert": name, "dice": dice(a, gt_arr, n_classes=k), "map": np.nan, "ap50": np.nan}
+        if instances:
+            inst = label_instances(a, min_size=min_size)
+            row["map"] = mean_average_precision(inst, gt_inst)
+            row["ap50"] = float(average_precision(inst, gt_inst, thresholds=[0.5])[0])
+        out.append(row)
     return out
 
 

@@ -102,7 +102,7 @@ def compute_block(
     n_classes: int,
     n_extra: int = 0,
     tta: str = "flips",
-    batch_size: int = 4,
+    batch_size: int | None = None,
     zeta: float = 4.0,
     device=None,
     name: str = "",

@@ -104,7 +104,7 @@ def predict(
     overlap: float = 0.5,
     tta: str = "flips",
     block_shape: tuple[int, int] = (2048, 2048),
-    batch_size: int = 4,
+    batch_size: int | None = None,
     zeta: float = 4.0,
 ):
     """Lazy ensemble prediction of an image or a collection.
@@ -136,7 +136,7 @@ def predict(
         "tile_shape": list(tile_shape or info.tile_shape),
         "overlap": float(overlap),
         "tta": tta,
-        "batch_size": int(batch_size),
+        "batch_size": None if batch_size is None else int(batch_size),
         "zeta": float(zeta),
         "block_shape": list(block_shape),
     }

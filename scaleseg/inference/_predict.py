@@ -16,7 +16,16 @@ import numpy as np
 from ._tiling import gaussian_weights
 from ._tta import apply, invert, invert_vectors, tta_transforms
 
-__all__ = ["RegionPrediction", "predict_region"]
+__all__ = ["RegionPrediction", "default_batch_size", "predict_region"]
+
+
+def default_batch_size(device) -> int:
+    """Inputs per forward pass when none is given: 1 on CPU, 4 on accelerators.
+
+    On CPU a larger batch only enlarges the working set: a ConvNeXt-Tiny U-Net window costs
+    0.32 vs 0.29 s (256²) and 1.56 vs 1.30 s (512²) at batch 4 vs 1 on one thread (2026-12-01).
+    """
+    return 1 if getattr(device, "type", str(device)) == "cpu" else 4
 
 
 @dataclass
@@ -68,7 +77,7 @@ def predict_region(
     n_classes: int,
     n_extra: int = 0,
     tta: str = "flips",
-    batch_size: int = 4,
+    batch_size: int | None = None,
     device=None,
     mixed_precision: bool = True,
     feature_stats: Sequence | None = None,
@@ -89,9 +98,10 @@ def predict_region(
     n_extra : int
         Extra output channels after the K class logits; pairs are treated as vector fields
         ``(dy, dx)`` when inverting augmentations.
-    batch_size : int
+    batch_size : int, optional
         Inputs per forward pass: (window, augmentation) pairs, so the T augmentations of one
-        window share a batch (a one-window image still runs full batches).
+        window share a batch (a one-window image still runs full batches). Default
+        (:func:`default_batch_size`): 1 on CPU, 4 elsewhere.
     mixed_precision : bool
         Run the models under float16 autocast on CUDA devices (ignored elsewhere); the
         softmax and all sums stay float32.
@@ -118,6 +128,7 @@ def predict_region(
     ry, rx = region
     h, w = ry.stop - ry.start, rx.stop - rx.start
     device = device or torch.device("cpu")
+    batch_size = batch_size or default_batch_size(device)
     transforms = tta_transforms(tta)
     weight = torch.tensor(gaussian_weights(tile_shape), device=device)  # a copy: cache is read-only
     padded = np.ascontiguousarray(padded, dtype=np.float32)
