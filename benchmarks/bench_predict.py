@@ -76,9 +76,10 @@ def _warm(ens: str) -> int:
     as in a long run: model loading and first-call set-up are not per-image costs)."""
     import torch
 
+    from scaleseg.cluster import prepare_worker_process
     from scaleseg.inference import get_models, read_ensemble
 
-    torch.set_num_threads(1)
+    prepare_worker_process(1)  # as predict_unit: 1 torch thread, allocator thresholds
     info = read_ensemble(ens)
     with torch.inference_mode():
         for batch in (1, 4):  # both batch shapes the cases run (oneDNN sets up per shape)
@@ -105,9 +106,10 @@ def _pure_forward(ens: str, n_forward: int, tile: int, batch: int = 4) -> dict:
     batches of ``batch`` on one thread -- run inside a worker, like the real units."""
     import torch
 
+    from scaleseg.cluster import prepare_worker_process
     from scaleseg.inference import get_models, read_ensemble
 
-    torch.set_num_threads(1)
+    prepare_worker_process(1)
     info = read_ensemble(ens)
     models = get_models(info, torch.device("cpu"))
     x = torch.randn(batch, info.in_channels, tile, tile)
@@ -297,7 +299,9 @@ def bench_throughput(tmp: Path) -> dict:
     col = _images(tmp / "tp", 2, (512, 512))
     cluster, client = _cluster(2)
     try:
-        secs, table = _run(col, ens, tmp / "out_tp", _opts(tile=512, tta="flips", batch=None), client)
+        secs, table = _run(
+            col, ens, tmp / "out_tp", _opts(tile=512, tta="flips", batch=None), client
+        )
     finally:
         client.close()
         cluster.close()

@@ -225,3 +225,57 @@ def test_cli_recipe_prints_dashboard_and_logs_units(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"Dask cluster: {recipe} with 1 workers; dashboard: http" in out
     assert sum('"event": "unit"' in line for line in seen) >= 2
+
+
+class _FakeLibc:
+    def __init__(self):
+        self.calls = []
+
+    def mallopt(self, param, value):
+        self.calls.append((param, value))
+        return 1
+
+
+@pytest.fixture
+def fake_libc(monkeypatch):
+    import ctypes
+
+    from scaleseg.cluster import _worker
+
+    libc = _FakeLibc()
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: libc)
+    monkeypatch.setattr(_worker.sys, "platform", "linux")
+    monkeypatch.setattr(_worker, "_DONE", {})
+    return libc
+
+
+def test_tune_malloc_sets_both_thresholds_once(fake_libc):
+    from scaleseg.cluster import tune_malloc
+
+    assert tune_malloc() is True
+    # glibc: M_MMAP_THRESHOLD = -3, M_TRIM_THRESHOLD = -1; defaults from scaleseg.yaml
+    assert fake_libc.calls == [(-3, 32 * 2**20), (-1, 256 * 2**20)]
+    assert tune_malloc() is True and len(fake_libc.calls) == 2  # once per process
+
+
+def test_tune_malloc_follows_config_and_null_leaves_malloc_alone(fake_libc):
+    from scaleseg.cluster import _worker, tune_malloc
+
+    with dask.config.set({"scaleseg.cluster.malloc": {"mmap-threshold": "4MiB"}}):
+        assert tune_malloc() is True
+    assert fake_libc.calls == [(-3, 4 * 2**20), (-1, 256 * 2**20)]
+    _worker._DONE.clear()
+    fake_libc.calls.clear()
+    with dask.config.set({"scaleseg.cluster.malloc": None}):
+        assert tune_malloc() is False
+    assert fake_libc.calls == []
+
+
+def test_tune_malloc_on_this_machine_in_a_fresh_process():
+    """The real mallopt (glibc): both thresholds accepted, in a process of its own."""
+    import subprocess
+    import sys
+
+    code = "from scaleseg.cluster import tune_malloc; print(tune_malloc())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ("True" if sys.platform.startswith("linux") else "False")

@@ -26,6 +26,7 @@ CLUSTER_KEYS: dict[str, Any] = {
     "n-workers": None,
     "threads-per-worker": None,
     "torch-threads": None,
+    "malloc": {"mmap-threshold": None, "trim-threshold": None},
     "memory-limit": None,
     "dashboard-address": None,
     "slurm": {"adapt": {"minimum": None, "maximum": None, "wait-count": None, "interval": None}},

@@ -65,14 +65,15 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 def predict_unit(task: dict[str, Any]) -> dict[str, Any]:
     """Run one (image, block) unit: read, predict, write all outputs, record it in the manifest."""
-    import torch
 
     from ..io import open_group, open_image, to_cyx
 
     t0 = time.perf_counter()
     worker = _in_worker()
-    if worker is not None:  # workers run with OMP_NUM_THREADS=1: choose torch's threads here
-        torch.set_num_threads(int(task["torch_threads"]))
+    if worker is not None:  # torch threads (workers run with OMP_NUM_THREADS=1), allocator
+        from ..cluster import prepare_worker_process
+
+        prepare_worker_process(task["torch_threads"])
     info: EnsembleInfo = task["ensemble"]
     o = task["opts"]
     device = _device()

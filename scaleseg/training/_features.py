@@ -114,8 +114,10 @@ def ensure_fold_features(
         stats = FeatureStats.from_arrays({k: v.numpy() for k, v in read_weights(path).items()})
         sha = file_sha256(path)
     else:
-        if torch_threads:
-            torch.set_num_threads(int(torch_threads))
+        if torch_threads:  # a worker task: torch threads and the allocator
+            from ..cluster import prepare_worker_process
+
+            prepare_worker_process(torch_threads)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model = build_model(ModelSpec.from_dict({**model_spec, "encoder_weights": None}))
         load_weights(model, fold_dir / weights)

@@ -157,8 +157,10 @@ def fit_fold(
     final = out_dir / fold_dir_name(spec.fold)
     if (final / FOLD_FILE).is_file():
         return json.loads((final / FOLD_FILE).read_text()) | {"skipped": True}
-    if torch_threads:
-        torch.set_num_threads(int(torch_threads))
+    if torch_threads:  # a worker task: torch threads and the allocator (scaleseg.cluster)
+        from ..cluster import prepare_worker_process
+
+        prepare_worker_process(torch_threads)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     use_amp = dev.type == "cuda" and bool(train_cfg.get("mixed_precision", True))
     torch.manual_seed(spec.seed)
