@@ -385,7 +385,11 @@ def _compare(
         du2.append(float(d[cov > 1].max()) if (cov > 1).any() else float("nan"))
         dice.append(_dice(pred, s["pred"]))
         ndiff.append(int((pred != s["pred"]).sum()))
-        dU.append(abs(df2_res["images"][name]["U"] - s["U"]))
+        a, b = df2_res["images"][name]["U"], s["U"]
+        # U is undefined (NaN) without predicted foreground: both undefined counts as equal
+        dU.append(
+            0.0 if np.isnan(a) and np.isnan(b) else abs(a - b) if a == a and b == b else np.inf
+        )
     ss_s = ss["seconds"] / len(names)
     df_s = df2_res["seconds_per_image"]
     f = {
