@@ -136,6 +136,10 @@ def _overhead_case(tmp: Path, name: str, col: Path, ens: Path, opts: dict, clien
     worker. Short forward probes before and after show how much the machine's speed drifted
     between the two (other load); the worker CPU-time ratio is insensitive to such load."""
     client.run(_warm, str(ens))
+    # one throwaway prediction first, as in a long run: the first unit of a fresh worker pays
+    # one-time set-up (zarr / codec / writer imports, first allocations), not a per-image cost
+    warm = _images(tmp / f"warm_{name}", 1, (256, 256))
+    _run(warm, ens, tmp / f"out_warm_{name}", opts, client)
     n_probe = 64
     before = client.submit(_pure_forward, str(ens), n_probe, 256, pure=False).result()
     cpu0 = _worker_cpu(client)

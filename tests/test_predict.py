@@ -172,6 +172,17 @@ def test_resume_and_rerun(collection, tiny_ensemble, tmp_path, capsys):
     assert main(argv) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert (out / "run.json").read_bytes() == record  # the run that did the work keeps its record
+    # an execution setting (batch size) may change: still the same prediction, nothing to do;
+    # a state file from an older version that listed the batch size is the same prediction too
+    assert main([*argv, "--batch-size", "3"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    state = json.loads((out / "predict_state.json").read_text())
+    assert "batch_size" not in state["opts"]
+    (out / "predict_state.json").write_text(
+        json.dumps({**state, "opts": {**state["opts"], "batch_size": 4}})
+    )
+    assert main(argv) == 0
+    assert "nothing to do" in capsys.readouterr().out
     # other settings on the same output: refused, nothing touched
     assert main([*argv[:-2], "--tta", "flips"]) == 1
     assert "other settings" in capsys.readouterr().err

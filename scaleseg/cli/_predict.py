@@ -62,7 +62,13 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace, cfg, record) -> int:
     from ..cluster import get_setting
-    from ..inference import predict_options, predict_output_state, read_ensemble, verify_ensemble
+    from ..inference import (
+        predict_options,
+        predict_output_state,
+        read_ensemble,
+        same_output_state,
+        verify_ensemble,
+    )
     from ..inference._run import predict_collection
     from ..io import open_collection
     from ..tables import write_table
@@ -97,7 +103,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             shutil.rmtree(out)
         elif not state_file.exists():
             raise CLIError(f"{out} exists and is not a scaleseg prediction (use --overwrite)")
-        elif json.loads(state_file.read_text()) != state:
+        elif not same_output_state(json.loads(state_file.read_text()), state):
             raise CLIError(
                 f"{out} holds a prediction with other settings or models (use --overwrite)"
             )

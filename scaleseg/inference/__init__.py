@@ -18,6 +18,7 @@ from ._run import (
     predict_options,
     predict_output_state,
     predict_unit,
+    same_output_state,
 )
 from ._tiling import (
     TilePlan,
@@ -43,6 +44,7 @@ __all__ = [
     "predict_collection",
     "predict_options",
     "predict_output_state",
+    "same_output_state",
     "predict_unit",
     "read_ensemble",
     "verify_ensemble",

@@ -35,6 +35,7 @@ __all__ = [
     "predict_output_state",
     "predict_unit",
     "preflight",
+    "same_output_state",
 ]
 
 log = logging.getLogger("scaleseg.predict")
@@ -173,16 +174,33 @@ def predict_options(
     return opts
 
 
+#: options that change how units run, not what they compute (a resume may change them)
+EXECUTION_OPTIONS = ("batch_size",)
+
+
 def predict_output_state(
     info: EnsembleInfo, opts: dict[str, Any], inputs: list[str]
 ) -> dict[str, Any]:
-    """What an output folder was made with; a resumed run must match it exactly."""
+    """What an output folder was made with; a resumed run must match it exactly.
+
+    Execution options (:data:`EXECUTION_OPTIONS`, e.g. the batch size) are left out: a run
+    may resume with another one (outputs then agree to float rounding, ~1e-7).
+    """
     return {
         "ensemble": info.path,
         "checksums": list(info.checksums),
-        "opts": json.loads(json.dumps(opts)),
+        "opts": {
+            k: v for k, v in json.loads(json.dumps(opts)).items() if k not in EXECUTION_OPTIONS
+        },
         "inputs": list(inputs),
     }
+
+
+def same_output_state(stored: dict[str, Any], state: dict[str, Any]) -> bool:
+    """Whether a stored ``predict_state.json`` (possibly from an older version, which still
+    listed execution options) describes the same prediction as ``state``."""
+    opts = {k: v for k, v in dict(stored.get("opts", {})).items() if k not in EXECUTION_OPTIONS}
+    return {**stored, "opts": opts} == state
 
 
 def preflight(ref, info: EnsembleInfo, tile_shape: tuple[int, int]) -> dict[str, Any]:
