@@ -22,13 +22,7 @@ __all__ = ["prepare_worker_process", "tune_malloc"]
 
 _M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 _M_MMAP_THRESHOLD = -3
-_DONE: dict[str, bool] = {}
-
-
-def _bytes(value) -> int:
-    from dask.utils import parse_bytes
-
-    return int(parse_bytes(value) if isinstance(value, str) else value)
+_DONE: dict[str, bool] = {}  # "malloc" -> the result of this process's one tune_malloc
 
 
 def tune_malloc(mmap_threshold=None, trim_threshold=None) -> bool:
@@ -43,8 +37,10 @@ def tune_malloc(mmap_threshold=None, trim_threshold=None) -> bool:
     if mmap_threshold is None and trim_threshold is None and not cfg:
         _DONE["malloc"] = False
         return False
-    mmap_threshold = _bytes(mmap_threshold or cfg.get("mmap-threshold", "32MiB"))
-    trim_threshold = _bytes(trim_threshold or cfg.get("trim-threshold", "256MiB"))
+    from dask.utils import parse_bytes  # accepts ints and strings such as "32MiB"
+
+    mmap_threshold = parse_bytes(mmap_threshold or cfg.get("mmap-threshold", "32MiB"))
+    trim_threshold = parse_bytes(trim_threshold or cfg.get("trim-threshold", "256MiB"))
     ok = False
     if sys.platform.startswith("linux"):
         try:

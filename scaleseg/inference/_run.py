@@ -66,7 +66,6 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 def predict_unit(task: dict[str, Any]) -> dict[str, Any]:
     """Run one (image, block) unit: read, predict, write all outputs, record it in the manifest."""
-
     from ..io import open_group, open_image, to_cyx
 
     t0 = time.perf_counter()
@@ -178,6 +177,11 @@ def predict_options(
 EXECUTION_OPTIONS = ("batch_size",)
 
 
+def _result_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """``opts`` as JSON values, without the execution options."""
+    return {k: v for k, v in json.loads(json.dumps(opts)).items() if k not in EXECUTION_OPTIONS}
+
+
 def predict_output_state(
     info: EnsembleInfo, opts: dict[str, Any], inputs: list[str]
 ) -> dict[str, Any]:
@@ -189,9 +193,7 @@ def predict_output_state(
     return {
         "ensemble": info.path,
         "checksums": list(info.checksums),
-        "opts": {
-            k: v for k, v in json.loads(json.dumps(opts)).items() if k not in EXECUTION_OPTIONS
-        },
+        "opts": _result_options(opts),
         "inputs": list(inputs),
     }
 
@@ -199,8 +201,7 @@ def predict_output_state(
 def same_output_state(stored: dict[str, Any], state: dict[str, Any]) -> bool:
     """Whether a stored ``predict_state.json`` (possibly from an older version, which still
     listed execution options) describes the same prediction as ``state``."""
-    opts = {k: v for k, v in dict(stored.get("opts", {})).items() if k not in EXECUTION_OPTIONS}
-    return {**stored, "opts": opts} == state
+    return {**stored, "opts": _result_options(stored.get("opts", {}))} == state
 
 
 def preflight(ref, info: EnsembleInfo, tile_shape: tuple[int, int]) -> dict[str, Any]:
