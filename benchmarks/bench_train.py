@@ -1,10 +1,13 @@
-"""Training benchmark (issue 4): fold-parallel speedup, 2 workers vs 1, one torch thread each.
+"""Training benchmark: fold-parallel speedup, and the idle tail of an uneven last wave.
 
-The same 2-fold ensemble (tu-resnet10t, 128-pixel tiles, 3 epochs of 32 tiles) is trained on a
-LocalCluster with one worker and with two; each fold is one task. The per-tile step times of the
-default and the test model are in bench_train_step.py.
+(a) issue 4: the same 2-fold ensemble (tu-resnet10t, 128-pixel tiles, 3 epochs of 32 tiles) is
+trained on a LocalCluster with one worker and with two, one torch thread each; each fold is one
+task. (b) issue 13: 3 folds on 2 workers -- the third fold runs alone. With the tail widened (the
+default) it gets both cores as torch threads; without, one thread while the other core idles.
+Runs alternate (widened, plain, widened, plain, ...; ``--repeats``), medians reported. The
+per-tile step times of the default and the test model are in bench_train_step.py.
 
-    python benchmarks/bench_train.py [--json results/train.json]
+    python benchmarks/bench_train.py [--repeats 2] [--json results/train.json]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
+    ap.add_argument("--repeats", type=int, default=2, help="alternating runs per case in (b)")
     args = ap.parse_args()
     from distributed import Client, LocalCluster
 
@@ -69,6 +73,7 @@ def main() -> None:
                         torch_threads=1,
                     )
                     times[n] = time.perf_counter() - t0
+        tail = _tail_case(items, spec, cfg, Path(tmp), args.repeats)
     emit(
         "train",
         {
@@ -77,9 +82,60 @@ def main() -> None:
             "seconds_2_workers": round(times[2], 2),
             "fold_parallel_speedup": round(times[1] / times[2], 3),
             "target": 1.7,
+            **tail,
         },
         args.json,
     )
+
+
+def _tail_case(items, spec, cfg, tmp: Path, repeats: int) -> dict:
+    """3 folds on 2 workers, the lone third fold widened to 2 threads vs left at 1."""
+    import json
+    import statistics
+
+    from distributed import Client, LocalCluster
+
+    from scaleseg.training import _ensemble, train_ensemble
+
+    real = _ensemble.fold_threads
+    cfg3 = {**cfg, "n_folds": 3}
+    out = {"widened": [], "plain": []}
+    threads = {}
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cl:
+        with Client(cl) as client:
+            client.run(lambda: __import__("scaleseg.models"))
+            for r in range(repeats):
+                for case in ("widened", "plain"):
+                    if case == "plain":  # every fold one thread, as before issue 13
+                        _ensemble.fold_threads = lambda n, hosts, *, torch_threads, gpus=False: (
+                            [torch_threads] * n
+                        )
+                    try:
+                        t0 = time.perf_counter()
+                        ens = tmp / f"tail-{case}-{r}"
+                        train_ensemble(
+                            items, ens, model_spec=spec, train_cfg=cfg3, client=client,
+                            torch_threads=1,
+                        )  # fmt: skip
+                        out[case].append(time.perf_counter() - t0)
+                        threads[case] = [
+                            json.loads((ens / f"fold_{k}" / "fold.json").read_text())[
+                                "torch_threads"
+                            ]
+                            for k in range(3)
+                        ]
+                    finally:
+                        _ensemble.fold_threads = real
+    med = {k: statistics.median(v) for k, v in out.items()}
+    return {
+        "tail_folds": 3,
+        "tail_workers": 2,
+        "tail_threads_widened": threads["widened"],
+        "tail_threads_plain": threads["plain"],
+        "tail_seconds_widened": [round(v, 2) for v in out["widened"]],
+        "tail_seconds_plain": [round(v, 2) for v in out["plain"]],
+        "tail_speedup_median": round(med["plain"] / med["widened"], 3),
+    }
 
 
 if __name__ == "__main__":

@@ -107,6 +107,19 @@ class TrainConfig(_Frozen):
     tiles_per_epoch: int = Field(512, ge=1)
     scale: float = Field(1.0, gt=0, description="zoom-out factor for large structures")
     augmentations: tuple[str, ...] = ("flip", "rotate90", "rotate", "gamma")
+    intensity: Literal["data", "dtype"] = Field(
+        "data",
+        description="unit scale of the pixels: divided by the largest training value per "
+        "channel ('data': 12-bit data in uint16 fills [0, 1]) or by the dtype's range "
+        "('dtype', as ensembles before it)",
+    )
+    ema: float | None = Field(
+        0.99,
+        ge=0.0,
+        lt=1.0,
+        description="decay of an exponential moving average of the weights (with warm-up), "
+        "validated and saved instead of the raw weights; None = off",
+    )
     mixed_precision: bool = True
     early_stopping_patience: int | None = Field(None, ge=1)
     seed: int = 0
@@ -172,6 +185,12 @@ class QAConfig(_Frozen):
         0.75, ge=0, le=1, description="score below which a test image counts as failed"
     )
     umin: float | None = Field(None, ge=0, le=1, description="fixed Umin; None = estimate")
+    ood_threshold: float | None = Field(
+        None,
+        gt=0,
+        description="fixed threshold of the feature-distance rule; None = the ensemble's "
+        "calibrated one (the largest distance of a held-out training image)",
+    )
     top_n: int = Field(24, ge=0)
 
 

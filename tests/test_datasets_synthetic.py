@@ -337,3 +337,30 @@ def test_make_dataset_rejects_bad_arguments():
         make_dataset(2, n_ood=1, ood_kinds=("blur",))
     with pytest.raises(TypeError, match="ood"):
         make_dataset(2, ood="noise")
+
+
+def test_demo_plan_spreads_snr_over_every_split():
+    """Each split's SNRs are the log-uniform quantiles (i + 1/2) / n of the range, shuffled:
+    train and test images both span hard to easy, deterministically; OOD images get the
+    geometric middle."""
+    from scaleseg.datasets import demo_plan
+
+    plan = demo_plan(24, 8, seed=0, snr=(2.0, 48.0))
+    assert plan == demo_plan(24, 8, seed=0, snr=(2.0, 48.0))
+    for split, n in (("train", 16), ("test", 8)):
+        got = sorted(e["snr"] for e in plan if e["split"] == split)
+        expected = [2.0 * 24.0 ** ((i + 0.5) / n) for i in range(n)]
+        np.testing.assert_allclose(got, expected, atol=1e-3)
+    ood_snr = [e["snr"] for e in plan if e["split"] == "ood"]
+    np.testing.assert_allclose(ood_snr, np.sqrt(96.0), atol=1e-3)
+    assert {e["split"] for e in plan} == {"train", "test", "ood"}
+    assert [e["ood"] for e in plan if e["split"] == "ood"] == ["stain", "vessels", "particles",
+                                                                "noise"] * 2  # fmt: skip
+    other = demo_plan(24, 8, seed=1, snr=(2.0, 48.0))
+    assert [e["snr"] for e in other] != [e["snr"] for e in plan]
+    assert all(e["snr"] == 8.0 for e in demo_plan(6, 2))  # the default: one SNR for all
+    assert sum(e["split"] == "test" for e in demo_plan(10, 0, test_fraction=0.5)) == 5
+    with pytest.raises(ValueError, match="snr"):
+        demo_plan(4, 0, snr=(3.0, 2.0))
+    with pytest.raises(ValueError, match="test_fraction"):
+        demo_plan(4, 0, test_fraction=1.0)

@@ -458,6 +458,12 @@ def test_older_train_config_compares_equal(tmp_path):
     old = {k: v for k, v in cfg.items() if k not in ("encoder_depth", "decoder_channels")}
     (tmp_path / "train_config.json").write_text(json.dumps(old))
     assert _stored_config(tmp_path / "train_config.json") == cfg
+    # folders written before weight averaging and the data intensity scale were trained
+    # without them: completed with what they did, not with today's defaults
+    older = {k: v for k, v in cfg.items() if k not in ("intensity", "ema")}
+    (tmp_path / "train_config.json").write_text(json.dumps(older))
+    stored = _stored_config(tmp_path / "train_config.json")
+    assert stored == {**cfg, "intensity": "dtype", "ema": None} and stored != cfg
     with pytest.raises(ValueError, match="one positive width"):
         TrainConfig(encoder_depth=4, decoder_channels=(8, 8))
 

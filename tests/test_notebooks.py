@@ -72,7 +72,9 @@ def test_quickstart_tiny(tmp_path, monkeypatch):
     qa = tmp_path / "out" / "qa"
     assert (qa / "report.html").is_file()
     table = pd.read_parquet(qa / "images.parquet")
-    assert len(table) == 6 and table["qa_test"].sum() == 1  # 4 + 2 OOD; 1 test image
-    ood = table.set_index("image")["ood"]  # demo.csv: OOD variants, test split, train unlabelled
-    assert ood.filter(like="ood_").all() and not ood["syn_0003"] and ood.isna().sum() == 3
+    # only the held-out images are predicted: 1 test image + 2 OOD (the 3 train images are not)
+    assert len(table) == 3 and table["qa_test"].sum() == 1
+    ood = table.set_index("image")["ood"]  # demo.csv: OOD variants, test split
+    assert ood.filter(like="ood_").all() and not ood["syn_0003"] and ood.notna().all()
+    assert "review_rule" in table
     assert list(pd.read_csv(qa / "ood.csv").columns)[:3] == ["score", "ood_kind", "n_ood"]

@@ -77,6 +77,26 @@ def test_blocked_equals_whole_image(collection, tiny_ensemble, tmp_path):
     )
 
 
+def test_image_smaller_than_the_tile_equals_its_reflected_padding(tiny_ensemble, tmp_path):
+    """A 40 x 50 image with a 64 x 64 tile is one window filled by mirror reflection: the same
+    as predicting the image padded with ``np.pad(mode="reflect")`` and cropping."""
+    rng = np.random.default_rng(4)
+    small = (rng.random((1, 40, 50)) * 6000).astype(np.uint16)
+    padded = np.pad(small, ((0, 0), (0, 24), (0, 14)), mode="reflect")
+    col = tmp_path / "col"
+    io.write_image(col / "small.zarr", small, chunks=(32, 32), n_levels=1)
+    io.write_image(col / "padded.zarr", padded, chunks=(32, 32), n_levels=1)
+    info = read_ensemble(tiny_ensemble)
+    res = predict_collection(io.open_collection(col), info, tmp_path / "out", opts=_opts((64, 64)))
+    assert (res["images"]["status"] == "ok").all()
+    us, ps, ls = _read_outputs(tmp_path / "out", "small")
+    up, pp, lp = _read_outputs(tmp_path / "out", "padded")
+    assert ls.shape == (40, 50)
+    np.testing.assert_array_equal(ls, lp[:40, :50])
+    np.testing.assert_allclose(ps, pp[:, :40, :50], atol=1e-5)
+    np.testing.assert_allclose(us, up[:, :40, :50], atol=1e-5)
+
+
 def test_lazy_api_matches_batch(collection, tiny_ensemble, tmp_path):
     info = read_ensemble(tiny_ensemble)
     ref = io.open_collection(collection / "a.zarr")[0]
@@ -123,11 +143,11 @@ def test_cli_bad_images_recorded_rest_complete(tmp_path, tiny_ensemble, capsys):
     table = pd.read_parquet(out / "images.parquet").set_index("image")
     assert table.loc["good", "status"] == "ok" and table.loc["good", "rank"] == 1
     assert "3 channel(s), the ensemble expects 1" in table.loc["rgb", "error"]
-    assert "smaller than the tile" in table.loc["tiny", "error"]
+    assert table.loc["tiny", "status"] == "ok"  # smaller than the tile: reflected into one window
     assert "NaN or infinite" in table.loc["nan", "error"]
     assert (out / "images.csv").exists()
     run = json.loads((out / "run.json").read_text())
-    assert run["summary"]["failed"] == 3 and len(run["models"]) == 2
+    assert run["summary"]["failed"] == 2 and len(run["models"]) == 2
 
 
 def test_resume_and_rerun(collection, tiny_ensemble, tmp_path, capsys):

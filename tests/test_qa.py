@@ -164,7 +164,7 @@ def test_qa_cli_end_to_end(prediction, tmp_path, capsys):
     assert list(csv["image"]) == list(table["image"])
 
     ood = pd.read_csv(out / "ood.csv")
-    assert set(ood["score"]) == {"U", "U_epistemic"}
+    assert set(ood["score"]) == {"U", "U_epistemic", "review"}
     assert (ood["n_ood"] == 1).all() and (ood["n_in"] == len(NAMES) - 1).all()
 
     html = (out / "report.html").read_text()
@@ -179,6 +179,50 @@ def test_qa_cli_end_to_end(prediction, tmp_path, capsys):
     assert main(args) == 1
     assert "use --overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
+
+
+def test_qa_table_distance_rule_from_the_ensemble_threshold():
+    """The threshold predict recorded (``ood_threshold``) drives the distance rule; the flag is
+    scored like the continuous scores (AUROC equals sklearn's on the 0/1 flag)."""
+    from sklearn.metrics import roc_auc_score
+
+    from scaleseg.qa import ood_summary, qa_table
+
+    images = pd.DataFrame(
+        {
+            "image": ["a", "b", "c", "d", "far1", "far2", "near"],
+            "status": ["ok"] * 7,
+            "error": [""] * 7,
+            "U": [0.1, 0.2, 0.3, 0.15, 0.05, 0.04, 0.6],
+            "U_reason": [""] * 7,
+            "ood_distance": [3.0, 4.0, 5.0, 6.5, 90.0, 40.0, 5.5],
+            "ood_threshold": [6.0] * 7,
+        }
+    )
+    scores = pd.Series({"a": 0.9, "b": 0.85, "c": 0.7, "d": 0.9})
+    labels = pd.DataFrame(
+        {"image": images["image"], "ood": [False] * 4 + [True] * 3,
+         "ood_kind": [""] * 4 + ["far", "far", "near"]}
+    )  # fmt: skip
+    table, info = qa_table(images, scores=scores, tau=0.8, ood=labels)
+    assert info["umin"] == 0.3 and info["distance_threshold"] == 6.0
+    assert info["distance_threshold_source"] == "ensemble"
+    t = table.set_index("image")
+    assert t["review_rule"].to_dict() == {
+        "a": "", "b": "", "c": "U", "d": "distance", "far1": "distance", "far2": "distance",
+        "near": "U",
+    }  # fmt: skip
+    assert info["n_review"] == 5 and info["n_review_u"] == 2 and info["n_review_distance"] == 3
+    ood = ood_summary(table, thresholds={"ood_distance": 6.0, "U": info["umin"]})
+    row = ood[(ood["score"] == "review") & (ood["ood_kind"] == "all")].iloc[0]
+    flag = t.loc[labels["image"], "review"].astype(bool).to_numpy()
+    assert row["auroc"] == pytest.approx(roc_auc_score(labels["ood"], flag))
+    assert row["flagged_ood"] == 1.0 and row["flagged_in"] == 2
+    dist = ood[(ood["score"] == "ood_distance") & (ood["ood_kind"] == "far")].iloc[0]
+    assert dist["flagged_ood"] == 1.0 and dist["flagged_in"] == 1 and dist["auroc"] == 1.0
+    # a given threshold wins over the ensemble's
+    _, info = qa_table(images, scores=scores, tau=0.8, distance_threshold=100.0)
+    assert info["distance_threshold_source"] == "given" and info["n_review_distance"] == 0
 
 
 def test_qa_without_evaluation_leaves_flags_unknown(prediction, tmp_path, capsys):

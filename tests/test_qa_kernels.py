@@ -116,7 +116,7 @@ def test_rank_undefined_first_then_highest():
 
 def test_review_flags_every_branch():
     u = [0.4, 0.1, np.nan, 0.3, 0.2]
-    flags, reasons = qa.review_flags(
+    flags, reasons, rules = qa.review_flags(
         u,
         0.3,
         u_reasons=["", "", "no foreground predicted", "", ""],
@@ -126,11 +126,36 @@ def test_review_flags_every_branch():
     assert reasons[0] == "U 0.4000 >= Umin 0.3000" and reasons[1] == ""
     assert reasons[2] == "U undefined: no foreground predicted"
     assert reasons[4] == "prediction failed: boom"
-    flags, reasons = qa.review_flags([0.4, np.nan], None, umin_reason="no evaluation given")
+    assert rules == ["U", "", "U undefined", "U", "failed"]
+    flags, reasons, _ = qa.review_flags([0.4, np.nan], None, umin_reason="no evaluation given")
     np.testing.assert_array_equal(flags, [qa.UNKNOWN, qa.REVIEW])
     assert reasons[0] == "Umin unknown: no evaluation given"
     with pytest.raises(ValueError, match="one entry per image"):
         qa.review_flags([0.1, 0.2], 0.1, failed=[None])
+    with pytest.raises(ValueError, match="one entry per image"):
+        qa.review_flags([0.1, 0.2], 0.1, distance=[1.0])
+
+
+def test_review_flags_distance_rule():
+    """A confidently wrong foreign image (low U, large distance) is flagged by the distance
+    rule; the rules combine with OR and each reports itself."""
+    u = [0.05, 0.5, 0.5, 0.05, np.nan, 0.05]
+    d = [9.0, 9.0, 1.0, 1.0, 1.0, np.nan]
+    flags, reasons, rules = qa.review_flags(u, 0.3, distance=d, distance_threshold=4.0)
+    np.testing.assert_array_equal(flags, [1, 1, 1, 0, 1, 0])
+    assert rules == ["distance", "U+distance", "U", "", "U undefined", ""]
+    assert reasons[0] == "feature distance 9 >= 4 (unlike the training images)"
+    assert reasons[1].startswith("U 0.5000 >= Umin 0.3000; feature distance 9")
+    # Umin unknown: the distance rule still flags; other images stay unknown
+    flags, reasons, rules = qa.review_flags(
+        u, None, distance=d, distance_threshold=4.0, umin_reason="no evaluation given"
+    )
+    np.testing.assert_array_equal(flags, [1, 1, -1, -1, 1, -1])
+    assert rules[:2] == ["distance", "distance"] and reasons[2].startswith("Umin unknown")
+    # no threshold (older ensembles): U alone decides, as before
+    flags, _, rules = qa.review_flags(u, 0.3, distance=d, distance_threshold=float("nan"))
+    np.testing.assert_array_equal(flags, [0, 1, 1, 0, 1, 0])
+    assert "distance" not in "".join(rules)
 
 
 # -- thumbnails ---------------------------------------------------------------------------------
@@ -222,7 +247,7 @@ def test_ood_summary_uses_the_kernels_and_skips_all_nan_scores():
     )
     t, _ = qa.qa_table(images, ood=labels)
     s = qa.ood_summary(t)
-    assert set(s["score"]) == {"U", "U_epistemic"}
+    assert set(s["score"]) == {"U", "U_epistemic", "review"}  # review: the flag itself
     assert set(s["ood_kind"]) == {"all", "blur", "noise"}
     lab = t[(t["status"] == "ok") & t["ood"].notna()]
     row = s[(s["score"] == "U") & (s["ood_kind"] == "all")].iloc[0]

@@ -199,6 +199,36 @@ def test_normalization_roundtrip_apply_and_floor():
         norm.apply(np.zeros((3, 2, 2), np.float32))
 
 
+def test_channel_stats_data_intensity_fills_the_unit_range():
+    """12-bit data in uint16: divided by the largest training value per channel, not 65535."""
+    rng = np.random.default_rng(3)
+    imgs = [rng.integers(100, 4096, (2, 16, 16)).astype(np.uint16) for _ in range(3)]
+    imgs[1][1, 0, 0] = 4095
+    norm = channel_stats(imgs, intensity="data")
+    pooled = np.concatenate([i.reshape(2, -1) for i in imgs], axis=1).astype(np.float64)
+    top = pooled.max(axis=1)
+    np.testing.assert_allclose(norm.intensity_max, top)
+    np.testing.assert_allclose(norm.mean, pooled.mean(axis=1) / top, rtol=1e-9)
+    np.testing.assert_allclose(norm.std, pooled.std(axis=1) / top, rtol=1e-9)
+    unit = norm.unit(imgs[1])
+    assert unit.dtype == np.float32 and unit.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(unit, imgs[1] / top[:, None, None], rtol=1e-6)
+    # apply = standardize(unit): zero mean / unit std over the pooled training pixels
+    z = np.concatenate([norm.apply(i).reshape(2, -1) for i in imgs], axis=1)
+    np.testing.assert_allclose(z.mean(axis=1), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=1), 1, rtol=1e-4)
+    assert Normalization.from_dict(norm.to_dict()) == norm
+    # the dtype scale squeezes the same pixels into [0.0015, 0.0625]
+    old = channel_stats(imgs)
+    assert old.intensity_max is None and old.unit(imgs[1]).max() == pytest.approx(4095 / 65535)
+    with pytest.raises(ValueError, match="intensity"):
+        channel_stats(imgs, intensity="percentile")
+    with pytest.raises(ValueError, match="positive maximum"):
+        channel_stats([np.zeros((1, 4, 4), np.uint8)], intensity="data")
+    with pytest.raises(ValueError, match="one positive value per channel"):
+        Normalization(mean=(0.0,), std=(1.0,), intensity_max=(0.0,))
+
+
 def test_to_unit_range():
     assert to_unit_range(np.array([0, 65535], np.uint16)).tolist() == [0.0, 1.0]
     assert to_unit_range(np.array([2.5])).dtype == np.float32

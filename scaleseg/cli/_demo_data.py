@@ -22,6 +22,20 @@ def register(sub) -> None:
     p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("Y", "X"))
     p.add_argument("--experts", type=int, default=3, help="simulated experts per image")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--snr",
+        type=float,
+        nargs=2,
+        default=(8.0, 8.0),
+        metavar=("LOW", "HIGH"),
+        help="signal-to-noise range; each image draws its SNR log-uniformly from it (8 8)",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=1 / 3,
+        help="share of the in-distribution images in the test split (1/3)",
+    )
     p.add_argument("--ngff", choices=["0.4", "0.5"], default="0.5")
     p.add_argument("--overwrite", action="store_true")
     add_cluster_args(p, default_local=False)
@@ -40,6 +54,8 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             shape=tuple(args.size),
             n_experts=args.experts,
             seed=args.seed,
+            snr=tuple(args.snr),
+            test_fraction=args.test_fraction,
             ngff_version=args.ngff,
             overwrite=args.overwrite,
             client=client,

@@ -13,7 +13,9 @@ def register(sub) -> None:
         help="rank images by uncertainty, flag them for review, OOD scores and an HTML report",
         description="Quality assurance of a `scaleseg predict` output (read only): rank images by "
         "U (undefined U first, with the reason), estimate Umin from an evaluated test set (the "
-        "smallest U among test images scoring below tau), flag images with U >= Umin for review, "
+        "smallest U among test images scoring below tau), flag images for review when U >= Umin "
+        "or when their encoder-feature distance reaches the ensemble's calibrated threshold "
+        "(foreign images on which the members agree and are confidently wrong), "
         "score the OOD signals (U, U_epistemic, ood_distance) by AUROC / AUPRC when OOD labels "
         "are known, and write images.parquet/.csv, ood.csv, classes.csv, qa.json, report.html "
         "and run.json into --output.",
@@ -26,6 +28,12 @@ def register(sub) -> None:
     p.add_argument("--metric", choices=("dice", "map", "ap50"), help="score for tau (dice)")
     p.add_argument("--tau", type=float, help="test images scoring below tau failed (0.75)")
     p.add_argument("--umin", type=float, help="fixed Umin instead of the estimate")
+    p.add_argument(
+        "--ood-threshold",
+        type=float,
+        metavar="D",
+        help="fixed feature-distance threshold (default: the ensemble's calibrated one)",
+    )
     p.add_argument("--reference", help="the evaluation's reference when it holds several")
     p.add_argument(
         "--test-images",
@@ -59,7 +67,14 @@ def run(args: argparse.Namespace, cfg, record) -> int:
         raise CLIError("--test-where needs --test-images")
     if args.test_images and not args.evaluation:
         raise CLIError("--test-images needs --evaluation (the scores of the test images)")
-    cfg = cfg.updated("qa", metric=args.metric, tau=args.tau, umin=args.umin, top_n=args.top)
+    cfg = cfg.updated(
+        "qa",
+        metric=args.metric,
+        tau=args.tau,
+        umin=args.umin,
+        ood_threshold=args.ood_threshold,
+        top_n=args.top,
+    )
     record.set_config(cfg)
     q = cfg.qa
     check_qa_output(args.output, args.prediction, overwrite=args.overwrite)
@@ -75,6 +90,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             metric=q.metric,
             tau=q.tau,
             umin=q.umin,
+            ood_threshold=q.ood_threshold,
             reference=args.reference,
             test_images=args.test_images,
             test_where=args.test_where,
@@ -102,18 +118,30 @@ def run(args: argparse.Namespace, cfg, record) -> int:
         ood=best,
     )
     if info["umin_source"] == "none":
-        say(f"Umin unknown: {info['umin_reason']}; only undefined-U / failed images flagged")
+        say(f"Umin unknown: {info['umin_reason']}; the U rule cannot flag")
     else:
         say(
             f"Umin {info['umin']:.4f} ({info['umin_source']}; {info['n_below']} of "
             f"{info['n_test']} test images with {q.metric} < {q.tau:g}; Pearson r "
             f"{info['pearson_r']:.3f})"
         )
-    say(f"{info['n_review']} of {info['n_images']} images flagged for review")
+    thr = info["distance_threshold"]
+    say(
+        "distance rule: "
+        + (
+            f"ood_distance >= {thr:.4g} ({info['distance_threshold_source']})"
+            if thr == thr
+            else "off (the ensemble has no calibrated threshold)"
+        )
+    )
+    say(
+        f"{info['n_review']} of {info['n_images']} images flagged for review "
+        f"(U rule {info['n_review_u']}, distance rule {info['n_review_distance']})"
+    )
     for score, v in best.items():
         say(f"  OOD by {score}: AUROC {v['auroc']:.3f}, AUPRC {v['auprc']:.3f}")
     table = res["images"]
-    cols = [c for c in ("qa_rank", "image", "U", "review", "review_reason") if c in table]
+    cols = [c for c in ("qa_rank", "image", "U", "review", "review_rule") if c in table]
     say(table[cols].head(10).to_string(index=False))
     say(f"Report: {res['report']}")
     return 0

@@ -58,6 +58,14 @@ def register(sub) -> None:
     g.add_argument(
         "--early-stopping", type=int, metavar="N", help="stop after N epochs without improvement"
     )
+    g.add_argument(
+        "--intensity",
+        choices=["data", "dtype"],
+        help="pixel scale: by the largest training value per channel (data) or the dtype range",
+    )
+    g.add_argument(
+        "--ema", type=float, metavar="DECAY", help="weight moving-average decay (0 = off)"
+    )
     g.add_argument("--seed", type=int)
     p.add_argument(
         "--flows",
@@ -102,9 +110,17 @@ def _train_config(cfg, args):
         augmentations=tuple(args.augment) if args.augment else None,
         scale=args.scale,
         early_stopping_patience=args.early_stopping,
+        intensity=args.intensity,
         seed=args.seed,
     )
-    return cfg.updated("train", **values)
+    cfg = cfg.updated("train", **values)
+    if args.ema is not None:  # 0 switches the average off (updated() skips None values)
+        from ..config import from_dict
+
+        data = cfg.model_dump()
+        data["train"]["ema"] = args.ema or None
+        cfg = from_dict(data)
+    return cfg
 
 
 def run(args: argparse.Namespace, cfg, record) -> int:
@@ -130,9 +146,15 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             shutil.rmtree(out)
         elif state.exists() and _stored_config(state) != t.model_dump(mode="json"):
             what = "an ensemble" if (out / ENSEMBLE_FILE).exists() else "folds"
+            stored, now = _stored_config(state), t.model_dump(mode="json")
+            diff = ", ".join(
+                f"{k} {stored.get(k)!r} -> {now.get(k)!r}"
+                for k in sorted(set(stored) | set(now))
+                if stored.get(k) != now.get(k)
+            )
             raise CLIError(
-                f"{out} holds {what} trained with another configuration (use --overwrite to "
-                "retrain)"
+                f"{out} holds {what} trained with another configuration ({diff}); pass the "
+                "stored values to resume, or --overwrite to retrain"
             )
         elif not state.exists() and any(out.iterdir()):
             raise CLIError(f"{out} exists and is not a scaleseg ensemble (use --overwrite)")
@@ -213,6 +235,12 @@ def run(args: argparse.Namespace, cfg, record) -> int:
         + ", ".join(f"{d:.3f}" for d in dice)
         + f" (mean {sum(dice) / len(dice):.3f})"
     )
+    thr = manifest.get("ood_threshold")
+    if thr:
+        say(
+            f"feature-distance threshold for qa's review rule: {thr['value']:.4g} (the largest "
+            f"of {thr['n_images']} held-out training images; median {thr['median']:.4g})"
+        )
     return 0
 
 
@@ -222,21 +250,27 @@ def _stored_config(path: Path) -> dict:
     from ..config import TrainConfig
 
     try:
-        return TrainConfig.model_validate(json.loads(path.read_text())).model_dump(mode="json")
+        stored = {**_BEFORE_SETTINGS, **json.loads(path.read_text())}
+        return TrainConfig.model_validate(stored).model_dump(mode="json")
     except ValueError:
         return {}
 
 
+#: What folders written before a setting existed did (not today's default).
+_BEFORE_SETTINGS = {"intensity": "dtype", "ema": None}
+
+
 def _complete(out: Path) -> bool:
-    """A finished ensemble whose folds all carry feature statistics (re-running an older one
-    adds them: every fold is kept, only the statistics are computed)."""
+    """A finished ensemble whose folds all carry feature statistics and their calibration
+    (re-running an older one adds them: every fold is kept, only the statistics are
+    computed)."""
     from ..training import ENSEMBLE_FILE
 
     path = out / ENSEMBLE_FILE
     if not path.is_file():
         return False
     folds = json.loads(path.read_text()).get("folds", [])
-    return bool(folds) and all(f.get("features") for f in folds)
+    return bool(folds) and all((f.get("features") or {}).get("calibration") for f in folds)
 
 
 def _channels(item) -> int:

@@ -9,6 +9,7 @@ collections (tuple keys) are not logged.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -17,9 +18,11 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-__all__ = ["TOPIC", "UnitLogPlugin", "parse_unit_key", "watch_units"]
+__all__ = ["EPOCH_TOPIC", "TOPIC", "UnitLogPlugin", "parse_unit_key", "watch_epochs", "watch_units"]
 
 TOPIC = "scaleseg-unit"
+#: Topic of the per-epoch records that training folds publish from their workers.
+EPOCH_TOPIC = "scaleseg-epoch"
 log = logging.getLogger("scaleseg.units")
 
 _PREDICT = re.compile(r"^predict-(?P<image>.+)-(?P<by>\d+)-(?P<bx>\d+)-[0-9a-f]{6}$")
@@ -78,6 +81,26 @@ def _log_event(client_id: str, event) -> None:
         return
     line = {"event": "unit", **parse_unit_key(msg["key"]), **msg}
     log.info(json.dumps(line, sort_keys=False))
+
+
+def _log_epoch(run: str, event) -> None:
+    from ..training._fit import format_epoch
+
+    _, msg = event
+    if msg.get("run") != run:  # another training on a shared scheduler
+        return
+    logging.getLogger("scaleseg.train").info(format_epoch(msg))
+
+
+@contextlib.contextmanager
+def watch_epochs(client, run: str):
+    """Log the per-epoch line of every fold of the training writing to ``run`` (its output
+    folder) on the ``scaleseg.train`` logger of this process while the block runs."""
+    client.subscribe_topic(EPOCH_TOPIC, functools.partial(_log_epoch, run))
+    try:
+        yield
+    finally:
+        client.unsubscribe_topic(EPOCH_TOPIC)
 
 
 def watch_units(client) -> bool:

@@ -39,6 +39,7 @@ class EnsembleInfo:
     normalization: dict[str, Any]
     folds: tuple[dict[str, Any], ...]
     classes: tuple[str, ...]
+    ood_threshold: float | None = None
 
     @property
     def checksums(self) -> tuple[str, ...]:
@@ -69,6 +70,7 @@ def read_ensemble(path: str | Path) -> EnsembleInfo:
             normalization=dict(m["normalization"]),
             folds=tuple(dict(f) for f in m["folds"]),
             classes=tuple(m.get("classes") or [f"class_{k}" for k in range(int(m["n_classes"]))]),
+            ood_threshold=_threshold(m.get("ood_threshold")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(
@@ -77,6 +79,13 @@ def read_ensemble(path: str | Path) -> EnsembleInfo:
     if not info.folds:
         raise ValueError(f"{manifest_file}: the ensemble has no folds")
     return info
+
+
+def _threshold(entry: Any) -> float | None:
+    """The calibrated distance threshold of a manifest (None for older ensembles)."""
+    if not entry:
+        return None
+    return float(entry["value"])
 
 
 def verify_ensemble(info: EnsembleInfo) -> None:

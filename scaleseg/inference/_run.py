@@ -212,11 +212,10 @@ def preflight(ref, info: EnsembleInfo, tile_shape: tuple[int, int]) -> dict[str,
     c, y, x = (int(s) for s in image.shape)
     if c != info.in_channels:
         raise ValueError(f"{ref.url}: {c} channel(s), the ensemble expects {info.in_channels}")
-    if y < tile_shape[0] or x < tile_shape[1]:
-        raise ValueError(
-            f"{ref.url}: image {y}x{x} is smaller than the tile {tile_shape[0]}x{tile_shape[1]}; "
-            "predict with a smaller --tile (a multiple of 32)"
-        )
+    if y < 2 or x < 2:
+        raise ValueError(f"{ref.url}: image {y}x{x} is too small to predict")
+    # An image smaller than the tile is one window, filled by mirror reflection beyond its
+    # borders (the same padding as at any image border); only its own pixels are written.
     return {"channels": c, "height": y, "width": x, "dtype": str(image.dtype)}
 
 
@@ -437,6 +436,8 @@ def _images_table(out: Path, rows: dict[str, dict[str, Any]], info: EnsembleInfo
             table[col] = np.nan
     if "U_reason" not in table:
         table["U_reason"] = ""
+    # the ensemble's calibrated threshold of qa's distance rule (NaN for older ensembles)
+    table["ood_threshold"] = np.nan if info.ood_threshold is None else info.ood_threshold
     table.loc[table["status"] != "ok", "U_reason"] = "prediction failed"
     # rank for review: undefined U first (with its reason), then highest U first
     ok = table["status"] == "ok"

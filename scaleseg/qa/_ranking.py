@@ -61,22 +61,41 @@ def review_flags(
     u_reasons: Sequence[str] | None = None,
     failed: Sequence[str | None] | None = None,
     umin_reason: str = "",
-) -> tuple[np.ndarray, list[str]]:
-    """Flag images for review: ``U >= Umin``, undefined U, or a failed prediction.
+    distance=None,
+    distance_threshold: float | None = None,
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Flag images for review by the rules that catch what each score is good at.
+
+    Rules (an image is flagged when any fires; each reports itself):
+
+    * ``failed`` -- the prediction failed;
+    * ``U undefined`` -- nothing was predicted as foreground;
+    * ``U >= Umin`` -- ambiguity within the training domain (deepflash2's rule; Umin from an
+      evaluated test set);
+    * ``distance`` -- ``ood_distance >= distance_threshold``: the image's encoder features lie
+      farther from the training images than any held-out training image did (a foreign image on
+      which the members may agree and be confidently wrong, so U stays low).
+
+    An image no rule flags passes when both rules could be checked; when Umin is unknown it is
+    :data:`UNKNOWN` (only the distance rule could clear it), and without a distance threshold
+    (or a distance) the U rule decides alone.
 
     Parameters
     ----------
     u : (N,) array_like of float
         The image scores U.
     umin : float or None
-        The threshold; ``None`` or NaN when it is unknown (then images with a defined U get
-        :data:`UNKNOWN` and ``umin_reason``).
+        The threshold; ``None`` or NaN when it is unknown.
     u_reasons : sequence of str, optional
         Why U is undefined, per image (e.g. ``"no foreground predicted"``).
     failed : sequence of (str or None), optional
         The error of images whose prediction failed (``None`` / ``""`` = succeeded).
     umin_reason : str, optional
         Why Umin is unknown.
+    distance : (N,) array_like of float, optional
+        ``ood_distance`` per image (NaN = not measured).
+    distance_threshold : float, optional
+        The ensemble's calibrated threshold; None or NaN = no distance rule.
 
     Returns
     -------
@@ -84,29 +103,46 @@ def review_flags(
         :data:`REVIEW` (1), :data:`PASS` (0) or :data:`UNKNOWN` (-1).
     reasons : list of str
         One line per image saying why it is (or may be) flagged; ``""`` for a pass.
+    rules : list of str
+        The rules that fired, joined by ``"+"`` (``"U"``, ``"distance"``, ``"U+distance"``,
+        ``"U undefined"``, ``"failed"``); ``""`` when none did.
     """
     u = np.asarray(u, dtype=np.float64).ravel()
     n = u.size
     u_reasons = list(u_reasons) if u_reasons is not None else [""] * n
     failed = list(failed) if failed is not None else [None] * n
-    if len(u_reasons) != n or len(failed) != n:
-        raise ValueError("u, u_reasons and failed must have one entry per image")
+    d = np.full(n, np.nan) if distance is None else np.asarray(distance, np.float64).ravel()
+    if len(u_reasons) != n or len(failed) != n or d.size != n:
+        raise ValueError("u, u_reasons, failed and distance must have one entry per image")
     known = umin is not None and np.isfinite(umin)
+    d_rule = distance_threshold is not None and np.isfinite(distance_threshold)
     flags = np.full(n, UNKNOWN, dtype=np.int8)
     reasons: list[str] = []
+    rules: list[str] = []
     for i in range(n):
         if failed[i]:
             flags[i] = REVIEW
             reasons.append(f"prediction failed: {failed[i]}")
-        elif np.isnan(u[i]):
+            rules.append("failed")
+            continue
+        fired, why = [], []
+        if np.isnan(u[i]):
+            fired.append("U undefined")
+            why.append(f"U undefined: {u_reasons[i] or 'no reason recorded'}")
+        elif known and u[i] >= umin:
+            fired.append("U")
+            why.append(f"U {u[i]:.4f} >= Umin {umin:.4f}")
+        if d_rule and np.isfinite(d[i]) and d[i] >= distance_threshold:
+            fired.append("distance")
+            why.append(
+                f"feature distance {d[i]:.4g} >= {distance_threshold:.4g} (unlike the training images)"
+            )
+        if fired:
             flags[i] = REVIEW
-            reasons.append(f"U undefined: {u_reasons[i] or 'no reason recorded'}")
-        elif not known:
-            reasons.append(f"Umin unknown: {umin_reason or 'not given'}")
-        elif u[i] >= umin:
-            flags[i] = REVIEW
-            reasons.append(f"U {u[i]:.4f} >= Umin {umin:.4f}")
-        else:
+        elif known:
             flags[i] = PASS
-            reasons.append("")
-    return flags, reasons
+        else:
+            why.append(f"Umin unknown: {umin_reason or 'not given'}")
+        reasons.append("; ".join(why))
+        rules.append("+".join(fired))
+    return flags, reasons, rules

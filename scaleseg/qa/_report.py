@@ -170,12 +170,21 @@ def write_html_report(
         "<h1>scaleseg quality assurance</h1>",
         f"<p>Prediction: <code>{e(str(prediction))}</code></p><table>",
     ]
+    thr = info.get("distance_threshold")
+    thr_text = (
+        f"ood_distance ≥ {thr:.4g} ({info.get('distance_threshold_source')})"
+        if thr is not None and np.isfinite(thr)
+        else "off (the ensemble has no calibrated threshold)"
+    )
     summary = [
         ("images", info.get("n_images")),
         ("failed predictions", info.get("n_failed")),
         ("flagged for review", info.get("n_review")),
-        ("flag unknown (no Umin)", info.get("n_unknown")),
+        ("… by the U rule (U ≥ Umin)", info.get("n_review_u")),
+        ("… by the distance rule", info.get("n_review_distance")),
+        ("flag unknown (no Umin, distance below threshold)", info.get("n_unknown")),
         ("Umin", umin_text),
+        ("distance rule", thr_text),
         (f"τ ({info.get('metric')})", info.get("tau")),
         ("test images (for Umin)", info.get("n_test")),
         (f"test images with {info.get('metric')} < τ", info.get("n_below")),
@@ -193,7 +202,10 @@ def write_html_report(
         parts.append("<h2>Out-of-distribution detection</h2>")
         parts.append(
             '<p class="note">AUROC 0.5 and AUPRC = prevalence are chance level; '
-            "higher score = more suspicious, undefined = most suspicious.</p>"
+            "higher score = more suspicious, undefined = most suspicious. The row "
+            "<i>review</i> scores the review flag itself; flagged_ood is the share of OOD "
+            "images flagged (at Umin for U, at the distance threshold for ood_distance), "
+            "flagged_in the number of in-distribution images flagged.</p>"
         )
         parts.append(_table_html(ood))
     if len(classes):
@@ -220,6 +232,7 @@ def write_html_report(
             "foreground_fraction",
             "ood_kind",
             "review",
+            "review_rule",
             "review_reason",
         )
         if c in table.columns

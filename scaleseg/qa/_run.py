@@ -90,6 +90,7 @@ def run_qa(
     metric: str = "dice",
     tau: float = 0.75,
     umin: float | None = None,
+    ood_threshold: float | None = None,
     reference: str | None = None,
     test_images: str | Path | list[str] | None = None,
     test_where: str | None = None,
@@ -113,7 +114,10 @@ def run_qa(
     metric, tau : str, float
         Test images with ``metric < tau`` count as failed (deepflash2: Umin = their smallest U).
     umin : float, optional
-        A fixed Umin (overrides the estimate). Without either, flags stay unknown.
+        A fixed Umin (overrides the estimate). Without either, the U rule is unknown.
+    ood_threshold : float, optional
+        A fixed threshold of the feature-distance rule (default: the ensemble's calibrated
+        threshold recorded by predict).
     reference : str, optional
         The evaluation's reference when it holds several.
     test_images : path or list of str, optional
@@ -160,10 +164,19 @@ def run_qa(
         names = list(test_images)
     ood = read_ood_labels(ood_labels, images["image"].tolist()) if ood_labels else None
     table, info = qa_table(
-        images, scores=scores, metric=metric, tau=tau, umin=umin, test_images=names, ood=ood
+        images,
+        scores=scores,
+        metric=metric,
+        tau=tau,
+        umin=umin,
+        test_images=names,
+        ood=ood,
+        distance_threshold=ood_threshold,
     )
     info.update(info_extra, prediction=str(pred), evaluation=str(evaluation or ""))
-    ood_df = ood_summary(table)
+    ood_df = ood_summary(
+        table, thresholds={"U": info["umin"], "ood_distance": info["distance_threshold"]}
+    )
     inst = None
     if (pred / "instances.parquet").is_file():
         inst = pd.read_parquet(pred / "instances.parquet", columns=None)

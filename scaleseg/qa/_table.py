@@ -18,7 +18,7 @@ from ._umin import estimate_umin, pearson_r
 __all__ = ["QA_COLUMNS", "class_summary", "ood_summary", "qa_table"]
 
 #: Columns :func:`qa_table` adds to a prediction's images table.
-QA_COLUMNS = ("qa_rank", "review", "review_reason", "qa_test")
+QA_COLUMNS = ("qa_rank", "review", "review_rule", "review_reason", "qa_test")
 
 
 def qa_table(
@@ -30,8 +30,10 @@ def qa_table(
     umin: float | None = None,
     test_images: list[str] | None = None,
     ood: pd.DataFrame | None = None,
+    distance_threshold: float | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Rank images by U, estimate Umin and flag images for review.
+    """Rank images by U, estimate Umin and flag images for review (U rule and distance rule,
+    see :func:`~scaleseg.qa.review_flags`).
 
     Parameters
     ----------
@@ -50,18 +52,25 @@ def qa_table(
         Only these images count as the test set.
     ood : pandas.DataFrame, optional
         From :func:`~scaleseg.qa.read_ood_labels`: adds ``ood`` and ``ood_kind``.
+    distance_threshold : float, optional
+        Threshold of the distance rule; default the ensemble's calibrated one, which predict
+        records in the ``ood_threshold`` column (none for older predictions and ensembles).
 
     Returns
     -------
     table : pandas.DataFrame
         ``images`` plus ``qa_rank`` (Int64; 1 = review first; NA for failed predictions,
-        which come last), ``review`` (boolean; NA when Umin is unknown), ``review_reason``,
-        ``qa_test`` (bool), ``<metric>`` when scores are given, ``ood`` / ``ood_kind`` when
-        labels are given; sorted by ``qa_rank``.
+        which come last), ``review`` (boolean; NA when no rule fired and Umin is unknown),
+        ``review_rule`` (the rules that fired: ``U``, ``distance``, ``U+distance``,
+        ``U undefined``, ``failed``), ``review_reason``, ``qa_test`` (bool), ``<metric>``
+        when scores are given, ``ood`` / ``ood_kind`` when labels are given; sorted by
+        ``qa_rank``.
     info : dict
         ``umin``, ``umin_source`` (``"given"``, ``"estimated"`` or ``"none"``),
         ``umin_reason``, ``umin_estimate``, ``n_test``, ``n_below``, ``tau``, ``metric``,
-        ``pearson_r`` / ``pearson_n`` (U vs score on the test set), ``n_review``,
+        ``pearson_r`` / ``pearson_n`` (U vs score on the test set), ``distance_threshold``
+        and its ``distance_threshold_source`` (``"given"``, ``"ensemble"``, ``"none"``),
+        ``n_review``, ``n_review_u`` / ``n_review_distance`` (images each rule flags),
         ``n_unknown``, ``n_images``, ``n_failed``.
     """
     t = images.sort_values("image", kind="stable", ignore_index=True).copy()
@@ -91,19 +100,34 @@ def qa_table(
         info.update(umin=est["umin"], umin_source="estimated", umin_reason="")
     else:
         info.update(umin=float("nan"), umin_source="none", umin_reason=est["reason"])
+    if distance_threshold is not None:
+        info.update(distance_threshold=float(distance_threshold), distance_threshold_source="given")
+    else:
+        found = pd.to_numeric(t.get("ood_threshold", pd.Series(dtype=float)), errors="coerce")
+        found = found[np.isfinite(found)]
+        info.update(
+            distance_threshold=float(found.iloc[0]) if len(found) else float("nan"),
+            distance_threshold_source="ensemble" if len(found) else "none",
+        )
     failed = [None if k else (e or "status not ok") for e, k in zip(t["error"], ok)]
-    flags, reasons = review_flags(
+    dist = pd.to_numeric(t.get("ood_distance", pd.Series(np.nan, index=t.index)), errors="coerce")
+    flags, reasons, rules = review_flags(
         u,
         info["umin"],
         u_reasons=t["U_reason"].tolist(),
         failed=failed,
         umin_reason=info["umin_reason"],
+        distance=dist.to_numpy(np.float64),
+        distance_threshold=info["distance_threshold"],
     )
     t["review"] = pd.array(
         [True if f == REVIEW else False if f == PASS else pd.NA for f in flags], dtype="boolean"
     )
+    t["review_rule"] = rules
     t["review_reason"] = reasons
     info["n_review"] = int((flags == REVIEW).sum())
+    info["n_review_u"] = sum("U" in r.split("+") for r in rules)
+    info["n_review_distance"] = sum("distance" in r.split("+") for r in rules)
     info["n_unknown"] = int((flags < 0).sum())
     if ood is not None:
         lab = ood.set_index("image")
@@ -113,22 +137,41 @@ def qa_table(
     return t, info
 
 
-def ood_summary(table: pd.DataFrame) -> pd.DataFrame:
+def ood_summary(table: pd.DataFrame, *, thresholds: dict[str, float] | None = None) -> pd.DataFrame:
     """AUROC and AUPRC of each OOD score for the images with a known OOD label.
 
     Uses the ``ood`` / ``ood_kind`` columns of :func:`qa_table` and the scores of
     :func:`~scaleseg.qa.ood_score_columns` (U, U_epistemic, ood_distance; higher = more
-    suspicious, undefined = most suspicious). Failed predictions are left out. One row per
+    suspicious, undefined = most suspicious). Failed predictions are left out. ``thresholds``
+    (score -> value) gives the operating point of ``flagged_ood`` / ``flagged_in``. One row per
     score for all OOD images together (``ood_kind == "all"``) and, with several kinds, one per
     kind against the same in-distribution images.
+
+    The review flag itself is scored as one more row, ``score == "review"`` (flagged = 1; an
+    unknown flag counts as not flagged), with ``flagged_ood`` (recall: the share of OOD
+    images flagged) and ``flagged_in`` (in-distribution images flagged); both columns are
+    filled for the continuous scores too, at the distance rule's threshold for
+    ``ood_distance`` and at Umin for ``U`` when known.
 
     Returns
     -------
     pandas.DataFrame
         ``score``, ``ood_kind``, ``n_ood``, ``n_in``, ``n_undefined`` (images whose score is
-        NaN), ``auroc``, ``auprc`` and ``prevalence`` (the AUPRC of a random score).
+        NaN), ``auroc``, ``auprc``, ``prevalence`` (the AUPRC of a random score),
+        ``flagged_ood`` and ``flagged_in``.
     """
-    cols = ["score", "ood_kind", "n_ood", "n_in", "n_undefined", "auroc", "auprc", "prevalence"]
+    cols = [
+        "score",
+        "ood_kind",
+        "n_ood",
+        "n_in",
+        "n_undefined",
+        "auroc",
+        "auprc",
+        "prevalence",
+        "flagged_ood",
+        "flagged_in",
+    ]
     if "ood" not in table:
         return pd.DataFrame(columns=cols)
     lab = table[(table["status"] == "ok") & table["ood"].notna()]
@@ -137,11 +180,17 @@ def ood_summary(table: pd.DataFrame) -> pd.DataFrame:
     groups = [("all", np.ones(len(lab), bool))]
     if len(kinds) > 1:
         groups += [(k, ~is_ood | (lab["ood_kind"] == k).to_numpy()) for k in kinds]
+    scores = {c: pd.to_numeric(lab[c], errors="coerce").to_numpy(np.float64) for c in
+              ood_score_columns(lab)}  # fmt: skip
+    if "review" in lab:
+        scores["review"] = lab["review"].fillna(False).to_numpy(bool).astype(np.float64)
+    thresholds = {"review": 0.5, **(thresholds or {})}
     rows = []
-    for score in ood_score_columns(lab):
-        s = pd.to_numeric(lab[score], errors="coerce").to_numpy(np.float64)
+    for score, s in scores.items():
+        thr = thresholds.get(score)
         for kind, sel in groups:
             y = is_ood[sel]
+            hit = (s[sel] >= thr) | np.isnan(s[sel]) if thr is not None and thr == thr else None
             rows.append(
                 [
                     score,
@@ -152,6 +201,8 @@ def ood_summary(table: pd.DataFrame) -> pd.DataFrame:
                     auroc(s[sel], y),
                     average_precision(s[sel], y),
                     float(y.mean()) if y.size else float("nan"),
+                    float(hit[y].mean()) if hit is not None and y.any() else float("nan"),
+                    int(hit[~y].sum()) if hit is not None else pd.NA,
                 ]
             )
     return pd.DataFrame(rows, columns=cols)

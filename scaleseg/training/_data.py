@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 from ..io import ImageRef, open_image, open_labels, to_cyx
 from ..io._store import url_name
-from ..models._normalize import Normalization, channel_stats, to_unit_range
+from ..models._normalize import Normalization, channel_stats
 from ._augment import augmentation_input_shape, build_augmentation, check_augmentations
 from ._sampling import reflect_index, sample_tile_centres, tile_slices
 
@@ -372,12 +372,12 @@ class TileDataset(Dataset):
             if len(ids) > 65536:
                 raise ValueError(f"{item.label_url}: more than 65535 instances in one tile")
             masks.append(inv.reshape(inst.shape).astype(np.uint16))
-        x = _resize_image(to_unit_range(raw), self.window_shape)
+        x = _resize_image(self.normalization.unit(raw), self.window_shape)
         masks = [_resize_labels(m, self.window_shape) for m in masks]
         state = np.random.SeedSequence([self.seed, self._epoch, i]).generate_state(1)[0]
         self._aug.set_random_seed(int(state))
         out = self._aug(image=np.ascontiguousarray(x.transpose(1, 2, 0)), masks=masks)
-        image = self.normalization.apply(np.asarray(out["image"]).transpose(2, 0, 1))
+        image = self.normalization.standardize(np.asarray(out["image"]).transpose(2, 0, 1))
         target = np.asarray(out["masks"][0]).astype(np.int64)
         result = {
             "image": torch.from_numpy(np.ascontiguousarray(image)),
@@ -450,11 +450,11 @@ def validation_tiles(
                 f"{item.label_url}: labels {tuple(lab.shape)} do not match the image "
                 f"{item.image_url} {tuple(img.shape[-2:])}"
             )
-        x = to_unit_range(img)
+        x = normalization.unit(img)
         if scale != 1.0:
             shape = tuple(max(1, round(s / scale)) for s in x.shape[-2:])
             x, lab = _resize_image(x, shape), _resize_labels(lab, shape)
-        x = normalization.apply(x)
+        x = normalization.standardize(x)
         tiles = zip(
             _tile_grid(x, tile_shape, None),
             _tile_grid(lab.astype(np.int64), tile_shape, ignore_index),
@@ -472,6 +472,7 @@ def normalization_from_items(
     *,
     max_pixels_per_image: int = 2**20,
     seed: int = 0,
+    intensity: str = "dtype",
 ) -> Normalization:
     """:func:`channel_stats` over the level-0 pixels of the training images.
 
@@ -489,4 +490,5 @@ def normalization_from_items(
             max_pixels_per_image=max_pixels_per_image,
             rng=np.random.default_rng(seed),
             names=[i.image_url for i in items],
+            intensity=intensity,
         )

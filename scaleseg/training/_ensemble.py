@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ._features import distance_threshold
 from ._fit import FOLD_FILE, FoldSpec, fit_fold, fold_dir_name
 
 __all__ = ["kfold_splits", "train_ensemble", "ENSEMBLE_FILE", "write_model_card"]
@@ -99,7 +100,9 @@ def train_ensemble(
     if norm_path.is_file():  # resume: keep the statistics the finished folds were trained with
         normalization = json.loads(norm_path.read_text())
     else:
-        normalization = normalization_from_items(items, seed=seed).to_dict()
+        normalization = normalization_from_items(
+            items, seed=seed, intensity=str(train_cfg.get("intensity", "dtype"))
+        ).to_dict()
         norm_path.write_text(json.dumps(normalization, indent=2) + "\n")
 
     t0 = time.perf_counter()
@@ -113,13 +116,21 @@ def train_ensemble(
     if client is not None:
         from distributed import as_completed
 
-        resources = {"GPU": 1} if client_has_gpus(client) else None
+        from ..cluster import watch_epochs
+
+        gpus = client_has_gpus(client)
+        resources = {"GPU": 1} if gpus else None
+        todo = [s for s in specs if s.fold not in set(finished_folds(out_dir))]
+        threads = fold_threads(
+            len(todo), _workers_per_host(client), torch_threads=torch_threads, gpus=gpus
+        )
+        by_fold = dict(zip((s.fold for s in todo), threads))
         futures = [
             client.submit(
                 fit_fold,
                 spec,
                 str(out_dir),
-                **kwargs,
+                **{**kwargs, "torch_threads": by_fold.get(spec.fold, torch_threads)},
                 show_progress=False,
                 resources=resources,
                 pure=False,
@@ -128,10 +139,11 @@ def train_ensemble(
             )
             for spec in specs
         ]
-        for fut in as_completed(futures):
-            results.append(fut.result())
-            if progress:
-                progress(1)
+        with watch_epochs(client, str(out_dir)):
+            for fut in as_completed(futures):
+                results.append(fut.result())
+                if progress:
+                    progress(1)
     else:
         for spec in specs:
             results.append(fit_fold(spec, str(out_dir), **kwargs))
@@ -157,6 +169,7 @@ def train_ensemble(
         "normalization": normalization,
         "tile_shape": list(train_cfg["tile_shape"]),
         "scale": float(train_cfg.get("scale", 1.0)),
+        "ood_threshold": distance_threshold(list(features.values())),
         "train": {k: v for k, v in train_cfg.items() if k != "class_names"},
         "folds": [
             {
@@ -181,6 +194,42 @@ def train_ensemble(
     return manifest
 
 
+def fold_threads(
+    n_folds: int, workers_per_host: list[int], *, torch_threads: int | None, gpus: bool = False
+) -> list[int | None]:
+    """Torch threads of each fold task, in submission order (pure).
+
+    Folds run one per worker, in waves. When the last wave holds fewer folds than there are
+    workers, the idle workers' cores go to the folds of that wave: each of them gets
+    ``torch_threads * (workers per host // folds in the wave)`` threads (capped by the
+    largest host, since threads cannot cross machines). GPU folds and ``torch_threads=None``
+    (leave torch alone) are unchanged.
+
+    Parameters
+    ----------
+    n_folds : int
+        Folds still to train.
+    workers_per_host : list of int
+        Worker processes on each host of the cluster.
+    """
+    base = [torch_threads] * n_folds
+    n_workers = sum(workers_per_host)
+    if gpus or not torch_threads or n_workers < 2 or n_folds == 0:
+        return base
+    tail = n_folds % n_workers or (n_folds if n_folds < n_workers else 0)
+    if not tail:
+        return base
+    widen = max(1, min(max(workers_per_host), n_workers // tail))
+    return base[: n_folds - tail] + [torch_threads * widen] * tail
+
+
+def _workers_per_host(client) -> list[int]:
+    from collections import Counter
+
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    return list(Counter(w.get("host", addr) for addr, w in workers.items()).values())
+
+
 def _fold_feature_stats(
     results, specs, out_dir, model_spec, train_cfg, normalization, client, torch_threads
 ) -> dict[int, dict[str, Any]]:
@@ -192,6 +241,7 @@ def _fold_feature_stats(
     if float(train_cfg.get("scale", 1.0)) != 1.0:
         return {}
     train_items = {s.fold: s.train for s in specs}
+    valid_items = {s.fold: s.valid for s in specs}
     kw = dict(
         model_spec=model_spec,
         normalization=normalization,
@@ -200,7 +250,9 @@ def _fold_feature_stats(
     )
     args = [(str(out_dir), r["fold"], r["weights"], train_items[r["fold"]]) for r in results]
     if client is None:
-        entries = {a[1]: ensure_fold_features(*a, **kw) for a in args}
+        entries = {
+            a[1]: ensure_fold_features(*a, **kw, valid_items=valid_items[a[1]]) for a in args
+        }
     else:
         resources = {"GPU": 1} if client_has_gpus(client) else None
         futures = [
@@ -208,6 +260,7 @@ def _fold_feature_stats(
                 ensure_fold_features,
                 *a,
                 **kw,
+                valid_items=valid_items[a[1]],
                 resources=resources,
                 pure=False,
                 key=f"features-{fold_dir_name(a[1])}-{out_dir.name}-{time.time_ns()}",
@@ -273,6 +326,8 @@ def write_model_card(manifest: dict[str, Any], path: Path) -> Path:
         "tiles_per_epoch",
         "scale",
         "augmentations",
+        "intensity",
+        "ema",
         "mixed_precision",
         "early_stopping_patience",
         "seed",
@@ -294,6 +349,7 @@ def write_model_card(manifest: dict[str, Any], path: Path) -> Path:
         "",
         f"Mean validation Dice {np.mean(dice):.4f} (range {min(dice):.4f}-{max(dice):.4f}).",
         "",
+        *_threshold_lines(manifest.get("ood_threshold")),
         "## Library versions",
         "",
         *[f"- {k}: {v}" for k, v in manifest["versions"].items() if v],
@@ -303,6 +359,18 @@ def write_model_card(manifest: dict[str, Any], path: Path) -> Path:
     ]
     path.write_text("\n".join(lines))
     return path
+
+
+def _threshold_lines(thr: dict[str, Any] | None) -> list[str]:
+    if not thr:
+        return []
+    return [
+        "## Out-of-distribution review threshold",
+        "",
+        f"`qa` flags images whose feature distance `ood_distance` reaches {thr['value']:.4g}: "
+        f"the {thr['rule']}; {thr['n_images']} held-out images, median {thr['median']:.4g}.",
+        "",
+    ]
 
 
 def finished_folds(out_dir: str | Path) -> list[int]:

@@ -3,7 +3,15 @@
 One one-cycle epoch with the encoder frozen, then ``epochs`` unfrozen epochs in a single
 one-cycle schedule (fastai's ``fine_tune``), AdamW, validation Dice every epoch, the best
 checkpoint kept, ``history.csv`` and a loss / Dice curve per fold, optional early stopping.
-The fold's folder is written under a temporary name and renamed when complete.
+With ``ema`` an exponential moving average of the weights (and batch-norm statistics) is what
+is validated and saved: on small CPU batches it removes most of the epoch-to-epoch swing of
+the validation Dice.
+
+The fold's folder is written under a temporary name (``.fold_<k>.partial-<id>``, where
+``history.csv`` and ``history.png`` are rewritten after every epoch, so training can be
+watched) and renamed when complete. Every epoch is also reported as one line: logged on the
+``scaleseg.train`` logger in-process, or published as a worker event (topic
+``scaleseg-epoch``) that the driver logs (:func:`scaleseg.cluster.watch_epochs`).
 """
 
 from __future__ import annotations
@@ -19,7 +27,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FoldSpec", "fit_fold", "FOLD_FILE", "WEIGHTS_FILE", "fold_dir_name"]
+__all__ = [
+    "FoldSpec",
+    "WeightAverage",
+    "fit_fold",
+    "FOLD_FILE",
+    "WEIGHTS_FILE",
+    "fold_dir_name",
+    "format_epoch",
+]
 
 FOLD_FILE = "fold.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -106,6 +122,81 @@ def _plot_history(history: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+class WeightAverage:
+    """Exponential moving average of a model's parameters and floating-point buffers.
+
+    After update ``t`` (1-based) the average moves towards the model by ``1 - d_t`` with
+    ``d_t = min(decay, (1 + t) / (10 + t))``: early, poor weights are forgotten quickly.
+    Integer buffers (batch-norm step counters) are copied.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    decay : float
+        In ``[0, 1)``.
+    """
+
+    def __init__(self, model, decay: float):
+        import copy
+
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.updates = 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def update(self, model) -> None:
+        import torch
+
+        self.updates += 1
+        t = self.updates
+        w = 1.0 - min(self.decay, (1.0 + t) / (10.0 + t))
+        with torch.no_grad():
+            for avg, cur in zip(self.model.parameters(), model.parameters(), strict=True):
+                avg.lerp_(cur.detach(), w)
+            for avg, cur in zip(self.model.buffers(), model.buffers(), strict=True):
+                if avg.dtype.is_floating_point:
+                    avg.lerp_(cur, w)
+                else:
+                    avg.copy_(cur)
+
+
+def format_epoch(event: dict[str, Any]) -> str:
+    """One human-readable line of a per-epoch record."""
+    return (
+        f"fold {event['fold']} epoch {event['epoch'] + 1}/{event['epochs_total']} "
+        f"({event['phase']}): train loss {event['train_loss']:.4f}, valid Dice "
+        f"{event['valid_dice']:.4f}, {event['seconds']:.1f} s"
+    )
+
+
+def _report_epoch(event: dict[str, Any]) -> None:
+    """Publish an epoch record to the driver (a worker event) or log it here."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        worker = None
+    if worker is not None:
+        from ..cluster._observe import EPOCH_TOPIC
+
+        worker.log_event(EPOCH_TOPIC, event)
+    else:
+        import logging
+
+        logging.getLogger("scaleseg.train").info(format_epoch(event))
+
+
+def _write_history(history: list[dict], folder: Path, fold: int) -> None:
+    import pandas as pd
+
+    pd.DataFrame(history).to_csv(folder / "history.csv", index=False)
+    _plot_history(history, folder / "history.png", f"fold {fold}")
 
 
 def _set_encoder_trainable(model, trainable: bool) -> None:
@@ -199,6 +290,8 @@ def fit_fold(
     tmp.mkdir(parents=True)
     history: list[dict[str, Any]] = []
     best = {"valid_dice": -1.0, "epoch": -1}
+    ema_decay = train_cfg.get("ema")
+    average = WeightAverage(model, float(ema_decay)) if ema_decay is not None else None
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     t_start = time.perf_counter()
     total_epochs = frozen_epochs + epochs
@@ -246,10 +339,13 @@ def fit_fold(
                         loss.backward()
                         opt.step()
                     sched.step()
+                    if average is not None:
+                        average.update(model)
                     run_loss += float(loss.detach()) * len(x)
                     n_seen += len(x)
                     bar.update(1)
-                v_loss, v_dice = _evaluate(model, valid, loss_fn, n_classes, dev, bs)
+                scored = average.model if average is not None else model
+                v_loss, v_dice = _evaluate(scored, valid, loss_fn, n_classes, dev, bs)
                 row = {
                     "epoch": epoch,
                     "phase": phase,
@@ -262,16 +358,22 @@ def fit_fold(
                 history.append(row)
                 if v_dice > best["valid_dice"]:
                     best = {"valid_dice": v_dice, "epoch": epoch}
-                    sha = save_weights(model, tmp / WEIGHTS_FILE)
+                    sha = save_weights(scored, tmp / WEIGHTS_FILE)
+                _write_history(history, tmp, spec.fold)
+                _report_epoch(
+                    {
+                        "run": str(out_dir),
+                        "fold": spec.fold,
+                        "epochs_total": total_epochs,
+                        "torch_threads": torch.get_num_threads(),
+                        **row,
+                    }
+                )
                 epoch += 1
                 if patience and phase == "unfrozen" and epoch - 1 - best["epoch"] >= patience:
                     stop = True
                     break
         bar.close()
-        import pandas as pd
-
-        pd.DataFrame(history).to_csv(tmp / "history.csv", index=False)
-        _plot_history(history, tmp / "history.png", f"fold {spec.fold}")
         info = {
             "fold": spec.fold,
             "seed": spec.seed,
@@ -287,6 +389,7 @@ def fit_fold(
             "device": dev.type,
             "mixed_precision": use_amp,
             "torch_threads": torch.get_num_threads(),
+            "ema": ema_decay,
         }
         (tmp / FOLD_FILE).write_text(json.dumps(info, indent=2) + "\n")
         if final.exists():  # an incomplete earlier attempt (no fold.json): replace it

@@ -1,0 +1,200 @@
+"""Training recipe: weight averaging, per-epoch history and log lines, threads of lone folds,
+and the label-free calibration of the feature-distance threshold."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from scaleseg.training import train_ensemble, training_items
+from scaleseg.training._ensemble import fold_threads
+from scaleseg.training._fit import WeightAverage, format_epoch
+
+SPEC = {
+    "arch": "Unet",
+    "encoder": "tu-resnet10t",
+    "in_channels": 1,
+    "n_classes": 2,
+    "n_extra": 0,
+    "encoder_weights": None,
+}
+
+
+def _cfg(**kw):
+    from scaleseg.config import TrainConfig
+
+    base = TrainConfig(
+        encoder="tu-resnet10t",
+        encoder_weights=None,
+        tile_shape=(64, 64),
+        frozen_epochs=1,
+        epochs=2,
+        n_folds=2,
+        tiles_per_epoch=8,
+        batch_size=4,
+        augmentations=("flip",),
+    )
+    return base.model_copy(update=kw).model_dump(mode="json")
+
+
+@pytest.fixture(scope="module")
+def items(tmp_path_factory):
+    from scaleseg.datasets import write_demo_archive
+
+    out = tmp_path_factory.mktemp("recipe") / "demo"
+    write_demo_archive(out, n_images=4, n_ood=0, shape=(96, 96), seed=5)
+    found, _, _ = training_items(str(out / "images"), label="truth")
+    return found
+
+
+# -- weight averaging ------------------------------------------------------------------------
+def test_weight_average_follows_the_warmup_formula():
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    avg = WeightAverage(model, 0.9)
+    expected = {k: v.detach().clone().double() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(0)
+    for t in range(1, 30):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.from_numpy(rng.normal(size=tuple(p.shape))))
+            model[1].running_mean.copy_(torch.from_numpy(rng.normal(size=2)))
+            model[1].num_batches_tracked += 1
+        avg.update(model)
+        d = min(0.9, (1 + t) / (10 + t))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                expected[k] = d * expected[k] + (1 - d) * v.double()
+            else:
+                expected[k] = v.clone()
+    for k, v in avg.model.state_dict().items():
+        np.testing.assert_allclose(v.double().numpy(), expected[k].numpy(), rtol=1e-5, atol=1e-6)
+    assert not any(p.requires_grad for p in avg.model.parameters())
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(model, 1.0)
+
+
+# -- threads of folds that run alone ------------------------------------------------------------
+@pytest.mark.parametrize(
+    "n_folds, hosts, expected",
+    [
+        (2, [2], [1, 1]),  # one wave, every worker busy
+        (3, [2], [1, 1, 2]),  # the last fold runs alone: it gets the idle worker's core
+        (1, [2], [2]),
+        (5, [2], [1, 1, 1, 1, 2]),
+        (3, [4], [1, 1, 1]),  # 3 folds on 4 workers: 4 // 3 = 1
+        (1, [4], [4]),
+        (1, [2, 2], [2]),  # threads do not cross machines
+        (4, [2], [1, 1, 1, 1]),
+        (0, [2], []),
+    ],
+)
+def test_fold_threads(n_folds, hosts, expected):
+    assert fold_threads(n_folds, hosts, torch_threads=1) == expected
+
+
+def test_fold_threads_leaves_gpus_and_unset_threads_alone():
+    assert fold_threads(3, [2], torch_threads=1, gpus=True) == [1, 1, 1]
+    assert fold_threads(3, [2], torch_threads=None) == [None, None, None]
+    assert fold_threads(3, [2], torch_threads=2) == [2, 2, 4]
+
+
+# -- history and log lines after every epoch ---------------------------------------------------
+def test_history_is_written_after_every_epoch_and_logged(items, tmp_path, monkeypatch, caplog):
+    from scaleseg.training import _fit
+
+    seen = []
+    real = _fit._report_epoch
+
+    def spy(event):
+        partial = list(tmp_path.glob("ens/.fold_0.partial-*/history.csv"))
+        if event["fold"] == 0:
+            seen.append(len(partial[0].read_text().strip().splitlines()) - 1 if partial else 0)
+            assert (partial[0].parent / "history.png").is_file()
+        real(event)
+
+    monkeypatch.setattr(_fit, "_report_epoch", spy)
+    with caplog.at_level(logging.INFO, logger="scaleseg.train"):
+        manifest = train_ensemble(items, tmp_path / "ens", model_spec=SPEC, train_cfg=_cfg())
+    assert seen == [1, 2, 3]  # the partial folder's history grows one row per epoch
+    lines = [r.getMessage() for r in caplog.records if r.name == "scaleseg.train"]
+    assert sum(m.startswith("fold 0 epoch") for m in lines) == 3
+    assert any(m.startswith("fold 1 epoch 3/3 (unfrozen): train loss") for m in lines)
+    assert not list(tmp_path.glob("ens/.fold_*"))  # renamed when complete
+    assert manifest["train"]["ema"] == 0.99
+
+
+def test_epoch_lines_reach_the_driver_from_workers(items, tmp_path, client, caplog):
+    with caplog.at_level(logging.INFO, logger="scaleseg.train"):
+        train_ensemble(
+            items, tmp_path / "ens", model_spec=SPEC, train_cfg=_cfg(epochs=1), client=client
+        )
+    lines = [r.getMessage() for r in caplog.records if r.name == "scaleseg.train"]
+    assert sorted(m.split(":")[0] for m in lines) == [
+        "fold 0 epoch 1/2 (frozen)",
+        "fold 0 epoch 2/2 (unfrozen)",
+        "fold 1 epoch 1/2 (frozen)",
+        "fold 1 epoch 2/2 (unfrozen)",
+    ]
+    fold = json.loads((tmp_path / "ens" / "fold_0" / "fold.json").read_text())
+    assert fold["torch_threads"] == 1 and fold["ema"] == 0.99
+
+
+def test_format_epoch():
+    line = format_epoch(
+        {"fold": 2, "epoch": 0, "epochs_total": 5, "phase": "frozen", "train_loss": 0.5,
+         "valid_dice": 0.25, "seconds": 3.21}
+    )  # fmt: skip
+    assert line == "fold 2 epoch 1/5 (frozen): train loss 0.5000, valid Dice 0.2500, 3.2 s"
+
+
+# -- the distance threshold, calibrated without labels -----------------------------------------
+def test_threshold_is_the_largest_held_out_distance(items, tmp_path):
+    """Each fold's calibration distances equal a direct evaluation -- the fold's encoder on its
+    validation images' windows under the four flips, scipy's Mahalanobis distance to its own
+    statistics, mean over windows -- and the ensemble's threshold is their maximum."""
+    import torch
+    from safetensors.numpy import load_file
+    from scipy.spatial.distance import mahalanobis
+
+    from scaleseg.io import open_image, to_cyx
+    from scaleseg.models import ModelSpec, Normalization, build_model, load_weights
+
+    ens = tmp_path / "ens"
+    manifest = train_ensemble(items, ens, model_spec=SPEC, train_cfg=_cfg(epochs=1))
+    norm = Normalization.from_dict(manifest["normalization"])
+    by_name = {i.name: i for i in items}
+    pooled = []
+    for f in manifest["folds"]:
+        cal = f["features"]["calibration"]
+        assert cal["images"] == f["valid_images"]
+        arrays = load_file(str(ens / f["features"]["path"]))
+        np.testing.assert_allclose(arrays["calibration"], cal["distances"], rtol=1e-6)
+        model = build_model(ModelSpec.from_dict(SPEC))
+        load_weights(model, ens / f["path"])
+        model.eval()
+        precision, mean = arrays["precision"], arrays["mean"]
+        for name, got in zip(cal["images"], cal["distances"]):
+            img = norm.apply(to_cyx(open_image(by_name[name].image_url)).data.compute())
+            dists = []
+            for y in (0, 64):  # 96 x 96 image, tile 64: the non-overlapping grid (0, 32 reflected)
+                for x in (0, 64):
+                    win = np.pad(img, ((0, 0), (0, 32), (0, 32)), mode="reflect")[
+                        :, y : y + 64, x : x + 64
+                    ]
+                    t = torch.from_numpy(np.ascontiguousarray(win))[None]
+                    per_flip = []
+                    for dims in ((), (-1,), (-2,), (-2, -1)):
+                        with torch.no_grad():
+                            feats = model.encoder(t.flip(dims) if dims else t)[-1]
+                        v = feats.mean(dim=(-2, -1))[0].double().numpy()
+                        per_flip.append(mahalanobis(v, mean, precision))
+                    dists.append(np.mean(per_flip))
+            assert got == pytest.approx(np.mean(dists), rel=1e-4)
+            pooled.append(got)
+    thr = manifest["ood_threshold"]
+    assert thr["value"] == pytest.approx(max(pooled)) and thr["n_images"] == len(items)
