@@ -191,6 +191,11 @@ class QAConfig(_Frozen):
         description="fixed threshold of the feature-distance rule; None = the ensemble's "
         "calibrated one (the largest distance of a held-out training image)",
     )
+    score: Literal["U", "U_border"] = Field(
+        "U",
+        description="image score to rank, flag (U >= Umin) and correlate by: U (mean u over "
+        "predicted foreground) or U_border (mean u over object borders, computed by qa)",
+    )
     top_n: int = Field(24, ge=0)
 
 

@@ -49,7 +49,7 @@ def main(pred: Path, ev: Path, split: Path | None) -> pd.DataFrame:
     dice = pd.read_parquet(ev / "per_image.parquet").set_index("image")["dice"]
     names = list(dice.dropna().index)
     if split is not None:
-        s = pd.read_csv(split, keep_default_na=False)
+        s = pd.read_csv(split, keep_default_na=False, dtype=str)
         names = [n for n in names if n in set(s.loc[s["split"] == "test", "name"])]
     rows = {n: variants(pred / "images" / f"{n}.zarr") for n in names}
     t = pd.DataFrame(rows).T

@@ -64,7 +64,7 @@ def _ood_rows(rows, out: Path, groups: dict[str, list[str]]):
 def pv(out: Path) -> None:
     ev = pd.read_parquet(out / "eval" / "per_image.parquet")
     experts = pd.read_parquet(out / "eval" / "experts.parquet")
-    split = pd.read_csv(out / "split.csv", keep_default_na=False)
+    split = pd.read_csv(out / "split.csv", keep_default_na=False, dtype=str)
     test_names = set(split.loc[split["split"] == "test", "name"])
     ev = ev[ev["image"].isin(test_names)]
     experts = experts[experts["image"].isin(test_names)]
@@ -93,6 +93,10 @@ def pv(out: Path) -> None:
     _row(rows, "images >= their worst expert", f"{len(ev)} of {len(ev)}", f"{within} of {len(ev)}",
          within == len(ev))  # fmt: skip
     _row(rows, "Pearson r(U, Dice), held-out", "<= -0.6", r, r <= -0.6)
+    if (out / "qa-border" / "qa.json").exists():
+        rb = json.loads((out / "qa-border" / "qa.json").read_text()).get("pearson_r")
+        rb = float("nan") if rb is None else float(rb)
+        _row(rows, "Pearson r(U_border, Dice), held-out", "<= -0.6", rb, rb <= -0.6)
     _row(rows, "training time (min)", "<= 40", train_s / 60, train_s <= 40 * 60)
     thr = (ens.get("ood_threshold") or {}).get("value", float("nan"))
     _row(rows, "distance threshold (calibrated)", "(report)", float(thr))
@@ -165,30 +169,34 @@ def dsb(out: Path) -> None:
 
 
 def seeds(outs: list[Path]) -> None:
-    """r(U, Dice) per seed on the held-out PV images, and Spearman rho of per-image U between
-    seeds (the stability of the ranking)."""
+    """r(score, Dice) per seed on the held-out PV images, and Spearman rho of per-image scores
+    between seeds (the stability of the ranking), for U and (where qa-border exists) U_border."""
     from itertools import combinations
 
     from scipy.stats import spearmanr
 
     rows: list = []
-    u = {}
-    for out in outs:
-        info = json.loads((out / "qa" / "qa.json").read_text())
-        seed = json.loads((out / "ensemble" / "ensemble.json").read_text())["train"]["seed"]
-        qa = pd.read_parquet(out / "qa" / "images.parquet")
-        test = qa[qa["qa_test"]].set_index("image")
-        u[seed] = test["U"]
-        r = float("nan") if info.get("pearson_r") is None else float(info["pearson_r"])
-        ev = pd.read_parquet(out / "eval" / "per_image.parquet").set_index("image")
-        d = ev.loc[test.index, "dice"]
-        _row(rows, f"seed {seed}: mean held-out Dice", "(report)", float(d.mean()))
-        _row(rows, f"seed {seed}: Pearson r(U, Dice)", "<= -0.6", r, r <= -0.6)
-    for a, b in combinations(sorted(u), 2):
-        common = u[a].index.intersection(u[b].index)
-        rho = float(spearmanr(u[a][common], u[b][common]).statistic)
-        _row(rows, f"Spearman rho of U, seeds {a} vs {b}", ">= 0.8", rho, rho >= 0.8)
-    _print("PV-in-HC: U across seeds", rows)
+    for score, qa_dir in (("U", "qa"), ("U_border", "qa-border")):
+        u = {}
+        for out in outs:
+            if not (out / qa_dir / "qa.json").exists():
+                continue
+            info = json.loads((out / qa_dir / "qa.json").read_text())
+            seed = json.loads((out / "ensemble" / "ensemble.json").read_text())["train"]["seed"]
+            qa = pd.read_parquet(out / qa_dir / "images.parquet")
+            test = qa[qa["qa_test"]].set_index("image")
+            u[seed] = test[score]
+            r = float("nan") if info.get("pearson_r") is None else float(info["pearson_r"])
+            if score == "U":
+                ev = pd.read_parquet(out / "eval" / "per_image.parquet").set_index("image")
+                d = ev.loc[test.index, "dice"]
+                _row(rows, f"seed {seed}: mean held-out Dice", "(report)", float(d.mean()))
+            _row(rows, f"seed {seed}: Pearson r({score}, Dice)", "<= -0.6", r, r <= -0.6)
+        for a, b in combinations(sorted(u), 2):
+            common = u[a].index.intersection(u[b].index)
+            rho = float(spearmanr(u[a][common], u[b][common]).statistic)
+            _row(rows, f"Spearman rho of {score}, seeds {a} vs {b}", ">= 0.8", rho, rho >= 0.8)
+    _print("PV-in-HC: image scores across seeds", rows)
 
 
 if __name__ == "__main__":

@@ -284,3 +284,44 @@ def test_qa_refuses_a_folder_that_is_no_prediction(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["qa", str(tmp_path / "empty"), "-o", str(tmp_path / "qa")]) == 1
     assert "no images.parquet or images.csv" in capsys.readouterr().err
+
+
+def test_qa_by_u_border_equals_the_whole_image_reference(prediction, tmp_path, capsys):
+    """`--score U_border`: read back chunk by chunk with a halo, it equals scipy's erosion on the
+    whole image; ranking, Umin, the U rule and Pearson r then use it."""
+    from scipy import ndimage as ndi
+    from scipy.stats import pearsonr
+
+    pred, ev = prediction["pred"], prediction["evaluation"]
+    out = tmp_path / "qa"
+    args = ["qa", str(pred), "-o", str(out), "--evaluation", str(ev), "--tau", "1.0"]
+    assert main([*args, "--score", "U_border", "--top", "1"]) == 0
+    assert "U_border rule" in capsys.readouterr().out
+    table = pd.read_parquet(out / "images.parquet").set_index("image")
+    for name in NAMES:
+        url = pred / "images" / f"{name}.zarr"
+        lab = io.open_labels(url, "semantic")
+        assert len(lab.data.chunks[0]) > 1  # the halo matters: several chunks per image
+        fg = lab.values != 0
+        border = fg & ~ndi.binary_erosion(fg, structure=ndi.generate_binary_structure(2, 1),
+                                          iterations=2, border_value=0)  # fmt: skip
+        u = io.open_image(url).values[0]
+        assert table.loc[name, "U_border"] == pytest.approx(
+            u[border].astype(np.float64).mean(), rel=1e-12
+        )
+        assert table.loc[name, "U_border"] != pytest.approx(table.loc[name, "U"], rel=1e-3)
+    info = json.loads((out / "qa.json").read_text())
+    assert info["score"] == "U_border"
+    t = table.reset_index()
+    assert t.sort_values("U_border", ascending=False)["image"].tolist() == t["image"].tolist()
+    below = t[t["qa_test"] & (t["dice"] < 1.0)]
+    assert info["umin"] == pytest.approx(below["U_border"].min())
+    assert (t["review"] == (t["U_border"] >= info["umin"])).all()
+    assert set(t.loc[t["review"], "review_rule"]) == {"U_border"}
+    test = t[t["qa_test"]]
+    assert info["pearson_r"] == pytest.approx(pearsonr(test["U_border"], test["dice"]).statistic)
+    # a score qa does not know is refused before anything is written
+    with pytest.raises(SystemExit):
+        main([*args, "--score", "U_max", "--overwrite"])
+    assert "invalid choice" in capsys.readouterr().err
+    assert info == json.loads((out / "qa.json").read_text())

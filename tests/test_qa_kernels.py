@@ -329,3 +329,17 @@ def test_review_records_append_and_latest_wins(tmp_path):
     other.write_text("x,y\n1,2\n")
     with pytest.raises(ValueError, match="other.csv: not a review CSV"):
         qa.record_review(other, "a", status="reviewed")
+
+
+def test_object_border_analytic():
+    from scaleseg.uncertainty import object_border
+
+    lab = np.zeros((11, 11), np.uint8)
+    lab[2:9, 2:9] = 1  # a 7x7 square: all but its 3x3 centre lie within 2 px of background
+    b = object_border(lab, 2)
+    assert b.sum() == 49 - 9 and not b[4:7, 4:7].any() and b[2, 2] and b[8, 5]
+    assert object_border(np.ones((5, 5), np.uint8), 2).sum() == 24  # the image edge counts
+    assert object_border(lab, 1).sum() == 49 - 25
+    assert not object_border(np.zeros((4, 4), np.uint8)).any()
+    with pytest.raises(ValueError, match="width"):
+        object_border(lab, 0)

@@ -274,6 +274,26 @@ def test_gamma_changes_intensities_not_mask():
     assert changed > 0
 
 
+def test_brightness_contrast_is_a_gain_within_its_documented_range():
+    """The tile times a factor in [0.5, 1.5] and one in [0.7, 1.3], each with probability 0.5:
+    one factor per tile (no offset), the mask untouched."""
+    x = np.where(np.arange(256).reshape(16, 16, 1) % 2, 0.3, 0.1).astype(np.float32)
+    mask = np.zeros((16, 16), np.uint8)
+    gains = []
+    for seed in range(80):
+        out = build_augmentation(["brightness_contrast"], tile_shape=(16, 16), seed=seed)(
+            image=x, mask=mask
+        )
+        np.testing.assert_array_equal(out["mask"], mask)
+        g = out["image"] / x
+        assert np.ptp(g) < 1e-5  # one factor for the whole tile: a gain, no offset
+        gains.append(float(g.mean()))
+    gains = np.array(gains)
+    assert gains.min() >= 0.5 * 0.7 - 1e-5 and gains.max() <= 1.5 * 1.3 + 1e-5
+    assert gains.min() < 0.7 and gains.max() > 1.3  # both factors reach beyond one alone
+    assert 0.05 < np.isclose(gains, 1.0).mean() < 0.7  # sometimes neither fires
+
+
 def test_all_augmentations_run_deterministically():
     x = _smooth_image(np.random.default_rng(0), shape=(40, 40), channels=2)
     mask = (x[..., 0] > 0.5).astype(np.uint16)

@@ -198,3 +198,27 @@ def test_threshold_is_the_largest_held_out_distance(items, tmp_path):
             pooled.append(got)
     thr = manifest["ood_threshold"]
     assert thr["value"] == pytest.approx(max(pooled)) and thr["n_images"] == len(items)
+
+
+def test_older_features_file_gets_its_calibration_without_refitting(items, tmp_path):
+    """An ensemble whose statistics files predate the calibration: re-running keeps every
+    fold and the fitted statistics, and adds the same calibration a fresh run writes."""
+    import torch
+    from safetensors.numpy import load_file
+
+    from scaleseg.models import save_weights
+
+    ens = tmp_path / "ens"
+    cfg = _cfg(epochs=1)
+    first = train_ensemble(items, ens, model_spec=SPEC, train_cfg=cfg)
+    for f in first["folds"]:
+        path = ens / f["features"]["path"]
+        arrays = load_file(str(path))
+        arrays.pop("calibration")
+        save_weights({k: torch.from_numpy(v) for k, v in arrays.items()}, path)
+    again = train_ensemble(items, ens, model_spec=SPEC, train_cfg=cfg)
+    assert [f["sha256"] for f in again["folds"]] == [f["sha256"] for f in first["folds"]]
+    for a, b in zip(first["folds"], again["folds"]):
+        assert b["features"]["calibration"] == a["features"]["calibration"]
+        assert b["features"]["sha256"] == a["features"]["sha256"]  # the same file again
+    assert again["ood_threshold"] == first["ood_threshold"]

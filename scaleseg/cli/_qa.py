@@ -34,6 +34,12 @@ def register(sub) -> None:
         metavar="D",
         help="fixed feature-distance threshold (default: the ensemble's calibrated one)",
     )
+    p.add_argument(
+        "--score",
+        choices=("U", "U_border"),
+        help="image score to rank, flag and correlate by (U; U_border = mean u over object "
+        "borders, read back from the stored maps)",
+    )
     p.add_argument("--reference", help="the evaluation's reference when it holds several")
     p.add_argument(
         "--test-images",
@@ -73,6 +79,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
         tau=args.tau,
         umin=args.umin,
         ood_threshold=args.ood_threshold,
+        score=args.score,
         top_n=args.top,
     )
     record.set_config(cfg)
@@ -91,6 +98,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             tau=q.tau,
             umin=q.umin,
             ood_threshold=q.ood_threshold,
+            score=q.score,
             reference=args.reference,
             test_images=args.test_images,
             test_where=args.test_where,
@@ -122,7 +130,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
     else:
         say(
             f"Umin {info['umin']:.4f} ({info['umin_source']}; {info['n_below']} of "
-            f"{info['n_test']} test images with {q.metric} < {q.tau:g}; Pearson r "
+            f"{info['n_test']} test images with {q.metric} < {q.tau:g}; Pearson r of {q.score} "
             f"{info['pearson_r']:.3f})"
         )
     thr = info["distance_threshold"]
@@ -136,12 +144,13 @@ def run(args: argparse.Namespace, cfg, record) -> int:
     )
     say(
         f"{info['n_review']} of {info['n_images']} images flagged for review "
-        f"(U rule {info['n_review_u']}, distance rule {info['n_review_distance']})"
+        f"({q.score} rule {info['n_review_u']}, distance rule {info['n_review_distance']})"
     )
     for score, v in best.items():
         say(f"  OOD by {score}: AUROC {v['auroc']:.3f}, AUPRC {v['auprc']:.3f}")
     table = res["images"]
-    cols = [c for c in ("qa_rank", "image", "U", "review", "review_rule") if c in table]
+    cols = [c for c in ("qa_rank", "image", "U", q.score, "review", "review_rule") if c in table]
+    cols = list(dict.fromkeys(cols))
     say(table[cols].head(10).to_string(index=False))
     say(f"Report: {res['report']}")
     return 0

@@ -32,8 +32,11 @@ from ._thumbnails import (
     to_display,
 )
 from ._umin import estimate_umin, pearson_r
+from ._variants import BORDER_WIDTH, IMAGE_SCORES, add_image_score, border_score
 
 __all__ = [
+    "BORDER_WIDTH",
+    "IMAGE_SCORES",
     "OOD_SCORES",
     "PASS",
     "QA_COLUMNS",
@@ -42,10 +45,12 @@ __all__ = [
     "REVIEW_STATUSES",
     "SELECT_BY",
     "UNKNOWN",
+    "add_image_score",
     "annotation_candidates",
     "auroc",
     "average_precision",
     "average_ranks",
+    "border_score",
     "check_qa_output",
     "class_summary",
     "estimate_umin",

@@ -63,6 +63,7 @@ def review_flags(
     umin_reason: str = "",
     distance=None,
     distance_threshold: float | None = None,
+    score_name: str = "U",
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """Flag images for review by the rules that catch what each score is good at.
 
@@ -96,6 +97,9 @@ def review_flags(
         ``ood_distance`` per image (NaN = not measured).
     distance_threshold : float, optional
         The ensemble's calibrated threshold; None or NaN = no distance rule.
+    score_name : str
+        What ``u`` is (``"U"`` or a variant such as ``"U_border"``): the U rule fires and
+        explains itself under this name.
 
     Returns
     -------
@@ -127,11 +131,11 @@ def review_flags(
             continue
         fired, why = [], []
         if np.isnan(u[i]):
-            fired.append("U undefined")
-            why.append(f"U undefined: {u_reasons[i] or 'no reason recorded'}")
+            fired.append(f"{score_name} undefined")
+            why.append(f"{score_name} undefined: {u_reasons[i] or 'no reason recorded'}")
         elif known and u[i] >= umin:
-            fired.append("U")
-            why.append(f"U {u[i]:.4f} >= Umin {umin:.4f}")
+            fired.append(score_name)
+            why.append(f"{score_name} {u[i]:.4f} >= Umin {umin:.4f}")
         if d_rule and np.isfinite(d[i]) and d[i] >= distance_threshold:
             fired.append("distance")
             why.append(

@@ -29,7 +29,12 @@ font-size:.8em;max-width:590px}.card img{max-width:100%}
 
 
 def plot_u_histogram(
-    table: pd.DataFrame, path: str | Path, *, umin: float | None = None, bins: int = 40
+    table: pd.DataFrame,
+    path: str | Path,
+    *,
+    umin: float | None = None,
+    bins: int = 40,
+    score: str = "U",
 ) -> Path:
     """Histogram of U over the predicted images, Umin as a line; OOD / test images stacked.
 
@@ -41,11 +46,13 @@ def plot_u_histogram(
         The PNG to write.
     umin : float, optional
         Drawn when finite.
+    score : str
+        The image-score column (``U`` or ``U_border``).
     """
     from matplotlib.figure import Figure
 
     ok = table[table["status"] == "ok"]
-    u = pd.to_numeric(ok["U"], errors="coerce")
+    u = pd.to_numeric(ok[score], errors="coerce")
     fig = Figure(figsize=(6.5, 3.4))
     ax = fig.add_subplot()
     groups = [("all images", np.ones(len(ok), bool), "C0")]
@@ -61,9 +68,9 @@ def plot_u_histogram(
     if umin is not None and np.isfinite(umin):
         ax.axvline(umin, color="k", ls="--", lw=1.2, label=f"Umin = {umin:.3f}")
     n_nan = int(u.isna().sum())
-    ax.set_xlabel("image uncertainty U")
+    ax.set_xlabel(f"image uncertainty {score}")
     ax.set_ylabel("images")
-    ax.set_title(f"{len(ok)} images" + (f" ({n_nan} with U undefined)" if n_nan else ""))
+    ax.set_title(f"{len(ok)} images" + (f" ({n_nan} with {score} undefined)" if n_nan else ""))
     ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -79,22 +86,24 @@ def plot_u_vs_score(
     umin: float | None,
     r: float,
     n: int,
+    score: str = "U",
 ) -> Path:
-    """U against the evaluation score on the test set (deepflash2 Fig. 4a), with τ and Umin."""
+    """U (or the ``score`` column) against the evaluation score on the test set (deepflash2
+    Fig. 4a), with τ and Umin."""
     from matplotlib.figure import Figure
 
     test = table[table["qa_test"].astype(bool)]
     fig = Figure(figsize=(5.2, 4.0))
     ax = fig.add_subplot()
     below = test[metric] < tau
-    ax.scatter(test.loc[~below, "U"], test.loc[~below, metric], s=18, color="C0", label="passed")
+    ax.scatter(test.loc[~below, score], test.loc[~below, metric], s=18, color="C0", label="passed")
     ax.scatter(
-        test.loc[below, "U"], test.loc[below, metric], s=22, color="C3", label=f"{metric} < τ"
+        test.loc[below, score], test.loc[below, metric], s=22, color="C3", label=f"{metric} < τ"
     )
     ax.axhline(tau, color="0.5", ls=":", lw=1, label=f"τ = {tau:g}")
     if umin is not None and np.isfinite(umin):
         ax.axvline(umin, color="k", ls="--", lw=1.2, label=f"Umin = {umin:.3f}")
-    ax.set_xlabel("image uncertainty U")
+    ax.set_xlabel(f"image uncertainty {score}")
     ax.set_ylabel(metric)
     r_text = f"{r:.3f}" if np.isfinite(r) else "undefined"
     ax.set_title(f"test set: Pearson r = {r_text} (n = {n})", fontsize=10)
@@ -159,6 +168,7 @@ def write_html_report(
     uncertain images as thumbnails and the review list (at most ``max_rows`` rows)."""
     e = html.escape
     umin = info.get("umin")
+    sc = str(info.get("score", "U"))
     umin_text = (
         f"{umin:.4f} ({info.get('umin_source')})"
         if umin is not None and np.isfinite(umin)
@@ -180,7 +190,7 @@ def write_html_report(
         ("images", info.get("n_images")),
         ("failed predictions", info.get("n_failed")),
         ("flagged for review", info.get("n_review")),
-        ("… by the U rule (U ≥ Umin)", info.get("n_review_u")),
+        (f"… by the U rule ({sc} ≥ Umin)", info.get("n_review_u")),
         ("… by the distance rule", info.get("n_review_distance")),
         ("flag unknown (no Umin, distance below threshold)", info.get("n_unknown")),
         ("Umin", umin_text),
@@ -188,13 +198,13 @@ def write_html_report(
         (f"τ ({info.get('metric')})", info.get("tau")),
         ("test images (for Umin)", info.get("n_test")),
         (f"test images with {info.get('metric')} < τ", info.get("n_below")),
-        ("Pearson r, U vs score (test)", info.get("pearson_r")),
+        (f"Pearson r, {sc} vs score (test)", info.get("pearson_r")),
     ]
     parts += [
         f'<tr><th class="l">{e(k)}</th><td class="l">{e(_fmt(v))}</td></tr>' for k, v in summary
     ]
     parts.append("</table>")
-    parts.append("<h2>Image uncertainty U</h2>")
+    parts.append(f"<h2>Image uncertainty {e(sc)}</h2>")
     parts += [_img(figures[k], k) for k in ("u_histogram", "u_vs_score") if k in figures]
     if not len(ood):
         parts.append('<p class="note">No OOD labels given (--ood-labels).</p>')
@@ -214,7 +224,8 @@ def write_html_report(
     parts.append(f"<h2>The {len(thumbnails)} most uncertain images</h2><div class='grid'>")
     for row, png in thumbnails:
         caption = (
-            f"#{_fmt(row.get('qa_rank'))} <b>{e(str(row['image']))}</b> U={_fmt(row.get('U'))}"
+            f"#{_fmt(row.get('qa_rank'))} <b>{e(str(row['image']))}</b> "
+            f"{e(sc)}={_fmt(row.get(sc))}"
             f" {e(str(row.get('review_reason', '')))}"
         )
         pic = _img(png, str(row["image"])) if png is not None else "<p>(no thumbnail)</p>"
@@ -226,6 +237,7 @@ def write_html_report(
             "qa_rank",
             "image",
             "U",
+            *([sc] if sc != "U" else []),
             "U_epistemic",
             "ood_distance",
             info.get("metric"),

@@ -26,6 +26,7 @@ from ._inputs import read_evaluation, read_names, read_ood_labels, read_predicti
 from ._report import plot_u_histogram, plot_u_vs_score, write_html_report
 from ._table import class_summary, ood_summary, qa_table
 from ._thumbnails import read_thumbnail, render_thumbnail
+from ._variants import IMAGE_SCORES, add_image_score
 
 __all__ = ["QA_OUTPUTS", "check_qa_output", "run_qa", "thumbnail_task"]
 
@@ -91,6 +92,7 @@ def run_qa(
     tau: float = 0.75,
     umin: float | None = None,
     ood_threshold: float | None = None,
+    score: str = "U",
     reference: str | None = None,
     test_images: str | Path | list[str] | None = None,
     test_where: str | None = None,
@@ -118,6 +120,10 @@ def run_qa(
     ood_threshold : float, optional
         A fixed threshold of the feature-distance rule (default: the ensemble's calibrated
         threshold recorded by predict).
+    score : str
+        The image score to rank, flag and correlate by: ``U`` (what predict recorded) or
+        ``U_border`` (computed here from the stored maps, see :mod:`scaleseg.qa._variants`,
+        one task per image; added as a column).
     reference : str, optional
         The evaluation's reference when it holds several.
     test_images : path or list of str, optional
@@ -142,6 +148,10 @@ def run_qa(
 
     if top_n < 0:
         raise ValueError(f"top_n must be >= 0, got {top_n}")
+    if score not in IMAGE_SCORES:
+        raise ValueError(
+            f"unknown image score {score!r}; expected one of {', '.join(IMAGE_SCORES)}"
+        )
     pred = Path(prediction)
     images = read_prediction_table(pred)
     out = check_qa_output(out_dir, pred, overwrite=overwrite)
@@ -163,6 +173,7 @@ def run_qa(
     elif test_images is not None:
         names = list(test_images)
     ood = read_ood_labels(ood_labels, images["image"].tolist()) if ood_labels else None
+    images = add_image_score(images, score, client=client)
     table, info = qa_table(
         images,
         scores=scores,
@@ -172,10 +183,11 @@ def run_qa(
         test_images=names,
         ood=ood,
         distance_threshold=ood_threshold,
+        score=score,
     )
     info.update(info_extra, prediction=str(pred), evaluation=str(evaluation or ""))
     ood_df = ood_summary(
-        table, thresholds={"U": info["umin"], "ood_distance": info["distance_threshold"]}
+        table, thresholds={score: info["umin"], "ood_distance": info["distance_threshold"]}
     )
     inst = None
     if (pred / "instances.parquet").is_file():
@@ -202,7 +214,9 @@ def run_qa(
     written["qa.json"] = out / "qa.json"
 
     figures = {
-        "u_histogram": plot_u_histogram(table, figdir / "u_histogram.png", umin=info["umin"])
+        "u_histogram": plot_u_histogram(
+            table, figdir / "u_histogram.png", umin=info["umin"], score=score
+        )
     }
     if int(table["qa_test"].sum()):
         figures["u_vs_score"] = plot_u_vs_score(
@@ -213,6 +227,7 @@ def run_qa(
             umin=info["umin"],
             r=info["pearson_r"],
             n=info["pearson_n"],
+            score=score,
         )
     top = table[table["qa_rank"].notna()].head(top_n)
     jobs = [
@@ -220,7 +235,7 @@ def run_qa(
             "image_url": _url(r.get("path")),
             "output_url": _url(r.get("output")),
             "png": str(figdir / "thumbnails" / f"{int(r['qa_rank']):05d}_{r['image']}.png"),
-            "title": f"#{int(r['qa_rank'])} {r['image']}  U={r['U']:.4f}",
+            "title": f"#{int(r['qa_rank'])} {r['image']}  {score}={r[score]:.4f}",
         }
         for _, r in top.iterrows()
     ]

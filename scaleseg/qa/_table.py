@@ -31,6 +31,7 @@ def qa_table(
     test_images: list[str] | None = None,
     ood: pd.DataFrame | None = None,
     distance_threshold: float | None = None,
+    score: str = "U",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Rank images by U, estimate Umin and flag images for review (U rule and distance rule,
     see :func:`~scaleseg.qa.review_flags`).
@@ -55,6 +56,10 @@ def qa_table(
     distance_threshold : float, optional
         Threshold of the distance rule; default the ensemble's calibrated one, which predict
         records in the ``ood_threshold`` column (none for older predictions and ensembles).
+    score : str
+        The image-score column to rank, estimate Umin, flag and correlate by: ``U`` (default)
+        or a variant added by :func:`~scaleseg.qa.add_image_score` (``U_border``); the U rule
+        then reports itself under that name.
 
     Returns
     -------
@@ -75,11 +80,18 @@ def qa_table(
     """
     t = images.sort_values("image", kind="stable", ignore_index=True).copy()
     ok = (t["status"] == "ok").to_numpy()
-    u = pd.to_numeric(t["U"], errors="coerce").to_numpy(np.float64)
+    if score not in t.columns:
+        raise ValueError(f"the images table has no score column {score!r}")
+    u = pd.to_numeric(t[score], errors="coerce").to_numpy(np.float64)
     ranks = rank_scores(u, valid=ok)
     t["qa_rank"] = pd.array(np.where(ranks > 0, ranks, 0), dtype="Int64")
     t.loc[~ok, "qa_rank"] = pd.NA
-    info: dict[str, Any] = {"tau": float(tau), "metric": metric, "n_images": len(t)}
+    info: dict[str, Any] = {
+        "tau": float(tau),
+        "metric": metric,
+        "score": score,
+        "n_images": len(t),
+    }
     info["n_failed"] = int((~ok).sum())
     test = np.zeros(len(t), bool)
     est = {"umin": float("nan"), "n_test": 0, "n_below": 0, "reason": "no evaluation given"}
@@ -119,6 +131,7 @@ def qa_table(
         umin_reason=info["umin_reason"],
         distance=dist.to_numpy(np.float64),
         distance_threshold=info["distance_threshold"],
+        score_name=score,
     )
     t["review"] = pd.array(
         [True if f == REVIEW else False if f == PASS else pd.NA for f in flags], dtype="boolean"
@@ -126,7 +139,7 @@ def qa_table(
     t["review_rule"] = rules
     t["review_reason"] = reasons
     info["n_review"] = int((flags == REVIEW).sum())
-    info["n_review_u"] = sum("U" in r.split("+") for r in rules)
+    info["n_review_u"] = sum(score in r.split("+") for r in rules)
     info["n_review_distance"] = sum("distance" in r.split("+") for r in rules)
     info["n_unknown"] = int((flags < 0).sum())
     if ood is not None:

@@ -36,6 +36,7 @@ AUGMENTATIONS: tuple[str, ...] = (
     "rotate90",
     "rotate",
     "gamma",
+    "brightness_contrast",
     "clahe",
     "grid_distortion",
     "gaussian_noise",
@@ -133,6 +134,16 @@ def _transform(name: str) -> list[A.BasicTransform]:
         ]
     if name == "gamma":
         return [A.RandomGamma(gamma_limit=(80, 120), p=0.5)]
+    if name == "brightness_contrast":
+        # exposure differences between fields and sessions: albumentations' "contrast" is a
+        # factor 1 + a, a in [-0.5, 0.5], about zero (no brightness offset here), followed by a
+        # second global factor in [0.7, 1.3]; each fires with probability 0.5
+        return [
+            A.RandomBrightnessContrast(brightness_limit=0.0, contrast_limit=(-0.5, 0.5), p=0.5),
+            A.MultiplicativeNoise(
+                multiplier=(0.7, 1.3), per_channel=False, elementwise=False, p=0.5
+            ),
+        ]
     if name == "clahe":
         return [_ChannelwiseCLAHE(clip_limit=(1.0, 4.0), tile_grid_size=(8, 8), p=0.5)]
     if name == "gaussian_noise":
@@ -157,7 +168,9 @@ def build_augmentation(
     names : sequence of str or None
         A subset of :data:`AUGMENTATIONS` (order does not matter; a canonical order is used).
         ``None`` or empty: only the centre crop. Each transform fires with probability 0.5;
-        ``rotate`` draws an angle in [-180, 180] degrees, ``gamma`` a gamma in [0.8, 1.2].
+        ``rotate`` draws an angle in [-180, 180] degrees, ``gamma`` a gamma in [0.8, 1.2],
+        ``brightness_contrast`` multiplies the tile by a factor in [0.5, 1.5] and by another in
+        [0.7, 1.3] (each with probability 0.5; a gain, not an offset).
     tile_shape : (int, int)
         Output ``(height, width)``; inputs must be at least this large (see
         :func:`augmentation_input_shape` for the size that avoids reflected corners).

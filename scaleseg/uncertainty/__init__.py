@@ -8,6 +8,7 @@ from ._maps import (
     argmax_labels,
     combine_partials,
     image_score,
+    object_border,
     score_partials,
     uncertainty_maps,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "argmax_labels",
     "combine_partials",
     "image_score",
+    "object_border",
     "score_partials",
     "uncertainty_maps",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "UncertaintyMaps",
     "uncertainty_maps",
     "argmax_labels",
+    "object_border",
     "ScorePartials",
     "score_partials",
     "combine_partials",
@@ -73,6 +74,28 @@ def argmax_labels(mean: np.ndarray) -> np.ndarray:
     """ŷ = argmax_k p̄_k as uint8 (uint16 beyond 255 classes); 0 = background."""
     dtype = np.uint8 if mean.shape[0] <= 256 else np.uint16
     return np.argmax(mean, axis=0).astype(dtype)
+
+
+def object_border(labels: np.ndarray, width: int = 2) -> np.ndarray:
+    """Predicted-foreground pixels within ``width`` pixels (city-block distance) of background
+    or of the image edge: ``fg & ~binary_erosion(fg, iterations=width)`` with the 4-connected
+    structuring element. ``U_border`` is the mean of u over these pixels (object borders are
+    where experts and members disagree; the mean over all foreground dilutes that with object
+    interiors).
+
+    Parameters
+    ----------
+    labels : (Y, X) ndarray
+        Semantic labels, 0 = background.
+    width : int
+        Border width in pixels (>= 1).
+    """
+    from scipy import ndimage as ndi
+
+    if width < 1:
+        raise ValueError(f"border width must be >= 1, got {width}")
+    fg = np.asarray(labels) != 0
+    return fg & ~ndi.binary_erosion(fg, iterations=int(width), border_value=0)
 
 
 @dataclass(frozen=True)
