@@ -325,3 +325,20 @@ def test_qa_by_u_border_equals_the_whole_image_reference(prediction, tmp_path, c
         main([*args, "--score", "U_max", "--overwrite"])
     assert "invalid choice" in capsys.readouterr().err
     assert info == json.loads((out / "qa.json").read_text())
+
+
+def test_a_moved_prediction_reads_its_own_maps(prediction, tmp_path, capsys):
+    """The images table records where predict wrote each image; a copied folder is read from
+    where it is now (here: a broken copy fails, naming the file, while the original is fine)."""
+    import shutil
+
+    copy = tmp_path / "moved"
+    shutil.copytree(prediction["pred"], copy)
+    assert main(["qa", str(copy), "-o", str(tmp_path / "qa"), "--score", "U_border"]) == 0
+    capsys.readouterr()
+    moved = pd.read_parquet(tmp_path / "qa" / "images.parquet")
+    assert all(str(o).startswith(str(copy)) for o in moved["output"])
+    shutil.rmtree(copy / "images" / "img1.zarr" / "labels" / "semantic")
+    assert main(["qa", str(copy), "-o", str(tmp_path / "qa2"), "--score", "U_border"]) == 1
+    err = capsys.readouterr().err
+    assert "img1.zarr/labels/semantic" in err and "no such file" in err

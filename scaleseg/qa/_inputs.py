@@ -32,6 +32,9 @@ def read_prediction_table(prediction: str | Path) -> pd.DataFrame:
         No images table in ``prediction``.
     ValueError
         The table lacks the ``image``, ``status`` or ``U`` column, or names an image twice.
+
+    The ``output`` column points into ``prediction/images/`` wherever the image is there, so a
+    moved or copied prediction folder reads its own maps.
     """
     pred = Path(prediction)
     if not pred.is_dir():
@@ -58,6 +61,13 @@ def read_prediction_table(prediction: str | Path) -> pd.DataFrame:
         if col not in table:
             table[col] = ""
         table[col] = table[col].fillna("").astype(str)
+    # a prediction folder that was moved or copied: its maps are read from where it is now,
+    # not from the location predict recorded (which may be gone, or hold another run)
+    here = [str(pred / "images" / f"{n}.zarr") for n in table["image"]]
+    exists = [Path(h).is_dir() for h in here]
+    if "output" not in table:
+        table["output"] = ""
+    table["output"] = [h if e else o for h, e, o in zip(here, exists, table["output"])]
     return table
 
 
