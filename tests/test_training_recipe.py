@@ -144,6 +144,45 @@ def test_epoch_lines_reach_the_driver_from_workers(items, tmp_path, client, capl
     assert fold["torch_threads"] == 1 and fold["ema"] == 0.99
 
 
+
+@pytest.mark.parametrize(
+    "results, best_epoch",
+    [
+        ([(0.30, 0.0), (0.20, 0.0), (0.25, 0.0)], 1),  # Dice still 0: the lowest loss wins
+        ([(0.30, 0.5), (0.20, 0.7), (0.15, 0.7)], 2),  # tie on Dice, lower loss
+        ([(0.30, 0.5), (0.20, 0.7), (0.10, 0.6)], 1),  # a higher Dice wins over a lower loss
+    ],
+)
+def test_best_checkpoint_breaks_dice_ties_by_loss(items, tmp_path, monkeypatch, results, best_epoch):
+    """The weights kept are those of the best epoch, with a Dice tie broken by the validation
+    loss: a fold whose Dice is still 0 must not keep its first, untrained epoch."""
+    import torch
+
+    from scaleseg.models import read_weights
+    from scaleseg.training import FoldSpec, fit_fold, normalization_from_items
+    from scaleseg.training import _fit
+
+    queue = list(results)
+    states = []
+    real_evaluate = _fit._evaluate
+
+    def scripted(model, *args, **kwargs):  # record the scored weights, return scripted results
+        real_evaluate(model, *args, **kwargs)
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        return queue.pop(0)
+
+    monkeypatch.setattr(_fit, "_evaluate", scripted)
+    info = fit_fold(
+        FoldSpec(0, items[:3], items[3:], seed=0), tmp_path / "ens", model_spec=SPEC,
+        train_cfg=_cfg(), normalization=normalization_from_items(items).to_dict(),
+        show_progress=False,
+    )  # fmt: skip
+    assert info["best_epoch"] == best_epoch
+    assert info["valid_dice"] == results[best_epoch][1]
+    kept = read_weights(tmp_path / "ens" / "fold_0" / "weights.safetensors")
+    assert all(torch.equal(kept[k], states[best_epoch][k]) for k in kept)
+    assert not all(torch.equal(kept[k], states[best_epoch - 1][k]) for k in kept)
+
 def test_format_epoch():
     line = format_epoch(
         {"fold": 2, "epoch": 0, "epochs_total": 5, "phase": "frozen", "train_loss": 0.5,

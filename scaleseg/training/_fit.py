@@ -17,6 +17,7 @@ watched) and renamed when complete. Every epoch is also reported as one line: lo
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -69,6 +70,15 @@ def _dice_from_counts(inter: np.ndarray, total: np.ndarray) -> float:
     """Macro Dice over foreground classes from per-class intersections and size sums."""
     scores = np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
     return float(scores.mean()) if scores.size else float("nan")
+
+
+def _improves(dice: float, loss: float, best: dict[str, Any]) -> bool:
+    """Whether an epoch's validation result beats the best so far: a higher Dice, or the same
+    Dice with a lower loss (a fold whose Dice is still 0 keeps its latest, better-fitted
+    weights instead of the first epoch's)."""
+    if dice != best["valid_dice"]:
+        return dice > best["valid_dice"]
+    return loss < best["valid_loss"]
 
 
 def _evaluate(
@@ -289,7 +299,7 @@ def fit_fold(
     tmp = out_dir / f".{fold_dir_name(spec.fold)}.partial-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     history: list[dict[str, Any]] = []
-    best = {"valid_dice": -1.0, "epoch": -1}
+    best = {"valid_dice": -1.0, "valid_loss": math.inf, "epoch": -1}
     ema_decay = train_cfg.get("ema")
     average = WeightAverage(model, float(ema_decay)) if ema_decay is not None else None
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
@@ -356,8 +366,8 @@ def fit_fold(
                     "seconds": round(time.perf_counter() - t0, 3),
                 }
                 history.append(row)
-                if v_dice > best["valid_dice"]:
-                    best = {"valid_dice": v_dice, "epoch": epoch}
+                if _improves(v_dice, v_loss, best):
+                    best = {"valid_dice": v_dice, "valid_loss": v_loss, "epoch": epoch}
                     sha = save_weights(scored, tmp / WEIGHTS_FILE)
                 _write_history(history, tmp, spec.fold)
                 _report_epoch(
