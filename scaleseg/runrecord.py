@@ -154,6 +154,7 @@ class RunRecord:
         config: Any = None,
         argv=None,
         filename: str = "run.json",
+        keep_previous: bool = False,
     ):
         self.command = command
         self.out_dir = Path(out_dir)
@@ -180,6 +181,7 @@ class RunRecord:
             "timings": {},
             "summary": {},
             "error": None,
+            "previous": _previous_runs(Path(out_dir) / filename) if keep_previous else [],
         }
         self._t0 = time.perf_counter()
         self._existed = self.out_dir.exists()
@@ -213,12 +215,9 @@ class RunRecord:
 
     # -- writing ----------------------------------------------------------------------------
     def write(self) -> Path:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        path = self.out_dir / self.filename
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
-        return path
+        from .files import atomic_write_json
+
+        return atomic_write_json(self.out_dir / self.filename, self.data)
 
     def finish(self, status: str = "ok", error: BaseException | None = None) -> Path:
         self.data["status"] = status
@@ -240,6 +239,21 @@ class RunRecord:
             # record a failure only in a folder this run created: never create a folder that
             # could look like a finished result, never touch an earlier run's record
             self.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", exc)
+
+
+#: What a record keeps of each earlier run on the same output (a resumed run).
+_PREVIOUS_KEYS = ("argv", "status", "started", "finished", "seconds", "summary", "error")
+
+
+def _previous_runs(path: Path) -> list[dict[str, Any]]:
+    """The earlier runs recorded in ``path``: its own run first, then those it listed."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    if not isinstance(old, dict):
+        return []
+    return [{k: old.get(k) for k in _PREVIOUS_KEYS}, *old.get("previous", [])]
 
 
 def _jsonable(obj: Any) -> Any:

@@ -53,10 +53,9 @@ def make_random_ensemble(
     seed=0,
 ):
     """A small ensemble folder with randomly initialised weights (no training)."""
-    import json
     from pathlib import Path
 
-    from scaleseg.models import ModelSpec, build_model, save_weights
+    from scaleseg.models import EnsembleManifest, ModelSpec, build_model, save_weights
 
     path = Path(path)
     spec = {
@@ -80,22 +79,26 @@ def make_random_ensemble(
                 "path": f"fold_{k}/weights.safetensors",
                 "sha256": sha,
                 "valid_dice": 0.0,
+                "best_epoch": 0,
                 "train_images": [],
                 "valid_images": [],
+                "seconds": 0.0,
             }
         )
-    manifest = {
-        "model": spec,
-        "in_channels": in_channels,
-        "n_classes": n_classes,
-        "n_extra": n_extra,
-        "tile_shape": list(tile),
-        "scale": 1.0,
-        "normalization": {"mean": [0.05] * in_channels, "std": [0.03] * in_channels},
-        "folds": folds,
-        "classes": [f"class_{i}" for i in range(n_classes)],
-    }
-    (path / "ensemble.json").write_text(json.dumps(manifest))
+    EnsembleManifest(
+        created="2026-01-01T00:00:00+00:00",
+        model=spec,
+        architecture="Unet",
+        encoder=encoder,
+        in_channels=in_channels,
+        n_classes=n_classes,
+        n_extra=n_extra,
+        tile_shape=tuple(tile),
+        normalization={"mean": [0.05] * in_channels, "std": [0.03] * in_channels},
+        folds=folds,
+        classes=[f"class_{i}" for i in range(n_classes)],
+        train={},
+    ).write(path)
     return path
 
 

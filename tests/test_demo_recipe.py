@@ -18,6 +18,7 @@ import pytest
 from scaleseg import io
 from scaleseg.datasets import demo_config, demo_summary, write_demo_archive
 from scaleseg.gt._outputs import run_gt
+from scaleseg.models import ModelSpec
 from scaleseg.inference import predict_collection, predict_options, read_ensemble
 from scaleseg.training import items_from_gt, train_ensemble
 
@@ -49,10 +50,10 @@ def test_demo_recipe_golden(tmp_path, client):
     manifest = train_ensemble(
         items_from_gt(train, tmp_path / "gt"),
         tmp_path / "ens",
-        model_spec=spec,
-        train_cfg=cfg.train.model_dump(mode="json"),
+        model=ModelSpec.from_dict(spec),
+        config=cfg.train,
         client=client,
-    )
+    ).model_dump(mode="json")
     assert min(f["valid_dice"] for f in manifest["folds"]) > 0.75
     info = read_ensemble(tmp_path / "ens")
     held_out = [refs[n] for n in table.loc[table["split"] != "train", "name"]]

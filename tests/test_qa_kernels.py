@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from scaleseg import qa
+from scaleseg.tables import read_image_list
 
 # -- OOD detection scores ----------------------------------------------------------------------
 
@@ -301,9 +302,9 @@ def test_read_names_and_evaluation_errors(tmp_path):
     pd.DataFrame({"name": ["a", "b", "c"], "split": ["test", "train", "test"]}).to_csv(
         demo, index=False
     )
-    assert qa.read_names(demo, where="split=test") == ["a", "c"]
+    assert read_image_list(demo, where="split=test") == ["a", "c"]
     with pytest.raises(ValueError, match="no column 'fold'"):
-        qa.read_names(demo, where="fold=1")
+        read_image_list(demo, where="fold=1")
     ev = tmp_path / "per_image.csv"
     pd.DataFrame(
         {"image": ["a", "a"], "reference": ["est_gt", "truth"], "dice": [0.5, 0.6]}

@@ -26,6 +26,13 @@ SPEC = {
 }
 
 
+
+def _spec(d):
+    from scaleseg.models import ModelSpec
+
+    return ModelSpec.from_dict(d)
+
+
 def _cfg(**kw):
     from scaleseg.config import TrainConfig
 
@@ -40,7 +47,7 @@ def _cfg(**kw):
         batch_size=4,
         augmentations=("flip", "rotate90"),
     )
-    return base.model_copy(update=kw).model_dump(mode="json")
+    return base.model_copy(update=kw)
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +85,8 @@ def _weights(path):
 def test_parallel_equals_sequential_resume_and_artifact(archive, tmp_path, client):
     items = _items(archive)
     cfg = _cfg()
-    seq = train_ensemble(items, tmp_path / "seq", model_spec=SPEC, train_cfg=cfg)
-    par = train_ensemble(items, tmp_path / "par", model_spec=SPEC, train_cfg=cfg, client=client)
+    seq = train_ensemble(items, tmp_path / "seq", model=_spec(SPEC), config=cfg).model_dump(mode="json")
+    par = train_ensemble(items, tmp_path / "par", model=_spec(SPEC), config=cfg, client=client).model_dump(mode="json")
     assert [f["sha256"] for f in seq["folds"]] == [f["sha256"] for f in par["folds"]]
     # encoder-feature statistics per fold (one task each on the cluster): equal up to the
     # summation order of multi-threaded BLAS in this process vs single-threaded workers
@@ -106,7 +113,7 @@ def test_parallel_equals_sequential_resume_and_artifact(archive, tmp_path, clien
     # resume: delete one fold, re-run, only that fold is retrained (to identical weights)
     shutil.rmtree(ens / "fold_1")
     (ens / "fold_0" / "marker").write_text("kept")
-    again = train_ensemble(items, ens, model_spec=SPEC, train_cfg=cfg)
+    again = train_ensemble(items, ens, model=_spec(SPEC), config=cfg).model_dump(mode="json")
     assert (ens / "fold_0" / "marker").exists()
     assert finished_folds(ens) == [0, 1]
     assert [f["sha256"] for f in again["folds"]] == [f["sha256"] for f in seq["folds"]]
@@ -122,7 +129,7 @@ def test_loaded_artifact_reproduces_validation(archive, tmp_path):
 
     items = _items(archive)
     cfg = _cfg(epochs=2)
-    manifest = train_ensemble(items, tmp_path / "ens", model_spec=SPEC, train_cfg=cfg)
+    manifest = train_ensemble(items, tmp_path / "ens", model=_spec(SPEC), config=cfg).model_dump(mode="json")
     norm = Normalization.from_dict(manifest["normalization"])
     by_name = {i.name: i for i in items}
     for f in manifest["folds"]:
@@ -179,11 +186,17 @@ def test_train_cli_and_export(archive, tmp_path, capsys):
     assert (out / "export" / "fold_0.torchscript.pt").exists()
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "ok" and len(run["models"]) == 2
-    manifest, record = (out / "ensemble.json").read_bytes(), (out / "run.json").read_bytes()
-    assert main(argv) == 0  # a finished ensemble, same configuration: nothing to do
-    assert "nothing to do" in capsys.readouterr().out
+    assert run["summary"]["encoder_weights"]["source"] == "random"
+    manifest = (out / "ensemble.json").read_bytes()
+    assert json.loads(manifest)["encoder_weights"] == {
+        "requested": None, "source": "random", "path": None, "sha256": None
+    }
+    assert main(argv) == 0  # a finished ensemble, same request: nothing is trained again
+    assert "every fold was already trained" in capsys.readouterr().out
     assert (out / "ensemble.json").read_bytes() == manifest
-    assert (out / "run.json").read_bytes() == record  # the training run's record is kept
+    run = json.loads((out / "run.json").read_text())
+    assert run["resumed"] and run["summary"]["folds_trained"] == []
+    assert run["previous"][0]["status"] == "ok"  # the training run is kept in the record
     # an older ensemble without feature statistics: re-running adds them, keeps every fold
     m = json.loads(manifest)
     for f in m["folds"]:
@@ -193,10 +206,11 @@ def test_train_cli_and_export(archive, tmp_path, capsys):
     again = json.loads((out / "ensemble.json").read_text())
     assert [f["sha256"] for f in again["folds"]] == [f["sha256"] for f in m["folds"]]
     assert all((out / f["features"]["path"]).is_file() for f in again["folds"])
-    assert "resuming: folds [0, 1]" in capsys.readouterr().out
+    assert "every fold was already trained" in capsys.readouterr().out
     other = [a if a != "1" or argv[i - 1] != "--epochs" else "2" for i, a in enumerate(argv)]
     assert main(other) == 1  # another configuration: not overwritten without --overwrite
-    assert "trained with another configuration" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "config.epochs: 1 -> 2" in err and "--overwrite" in err
 
 
 def test_majority_vote_when_no_gt(archive, tmp_path):
@@ -210,8 +224,8 @@ def test_flows_training_runs(archive, tmp_path):
     )
     spec = dict(SPEC, n_extra=2)
     manifest = train_ensemble(
-        items, tmp_path / "ens", model_spec=spec, train_cfg=_cfg(epochs=1, frozen_epochs=0)
-    )
+        items, tmp_path / "ens", model=_spec(spec), config=_cfg(epochs=1, frozen_epochs=0)
+    ).model_dump(mode="json")
     assert manifest["n_extra"] == 2
     import pandas as pd
 

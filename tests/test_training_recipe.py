@@ -23,6 +23,13 @@ SPEC = {
 }
 
 
+
+def _spec(d):
+    from scaleseg.models import ModelSpec
+
+    return ModelSpec.from_dict(d)
+
+
 def _cfg(**kw):
     from scaleseg.config import TrainConfig
 
@@ -37,7 +44,7 @@ def _cfg(**kw):
         batch_size=4,
         augmentations=("flip",),
     )
-    return base.model_copy(update=kw).model_dump(mode="json")
+    return base.model_copy(update=kw)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +126,7 @@ def test_history_is_written_after_every_epoch_and_logged(items, tmp_path, monkey
 
     monkeypatch.setattr(_fit, "_report_epoch", spy)
     with caplog.at_level(logging.INFO, logger="scaleseg.train"):
-        manifest = train_ensemble(items, tmp_path / "ens", model_spec=SPEC, train_cfg=_cfg())
+        manifest = train_ensemble(items, tmp_path / "ens", model=_spec(SPEC), config=_cfg()).model_dump(mode="json")
     assert seen == [1, 2, 3]  # the partial folder's history grows one row per epoch
     lines = [r.getMessage() for r in caplog.records if r.name == "scaleseg.train"]
     assert sum(m.startswith("fold 0 epoch") for m in lines) == 3
@@ -131,7 +138,7 @@ def test_history_is_written_after_every_epoch_and_logged(items, tmp_path, monkey
 def test_epoch_lines_reach_the_driver_from_workers(items, tmp_path, client, caplog):
     with caplog.at_level(logging.INFO, logger="scaleseg.train"):
         train_ensemble(
-            items, tmp_path / "ens", model_spec=SPEC, train_cfg=_cfg(epochs=1), client=client
+            items, tmp_path / "ens", model=_spec(SPEC), config=_cfg(epochs=1), client=client
         )
     lines = [r.getMessage() for r in caplog.records if r.name == "scaleseg.train"]
     assert sorted(m.split(":")[0] for m in lines) == [
@@ -173,8 +180,8 @@ def test_best_checkpoint_breaks_dice_ties_by_loss(items, tmp_path, monkeypatch, 
 
     monkeypatch.setattr(_fit, "_evaluate", scripted)
     info = fit_fold(
-        FoldSpec(0, items[:3], items[3:], seed=0), tmp_path / "ens", model_spec=SPEC,
-        train_cfg=_cfg(), normalization=normalization_from_items(items).to_dict(),
+        FoldSpec(0, items[:3], items[3:], seed=0), tmp_path / "ens", model=_spec(SPEC),
+        config=_cfg(), normalization=normalization_from_items(items),
         show_progress=False,
     )  # fmt: skip
     assert info["best_epoch"] == best_epoch
@@ -204,7 +211,7 @@ def test_threshold_is_the_largest_held_out_distance(items, tmp_path):
     from scaleseg.models import ModelSpec, Normalization, build_model, load_weights
 
     ens = tmp_path / "ens"
-    manifest = train_ensemble(items, ens, model_spec=SPEC, train_cfg=_cfg(epochs=1))
+    manifest = train_ensemble(items, ens, model=_spec(SPEC), config=_cfg(epochs=1)).model_dump(mode="json")
     norm = Normalization.from_dict(manifest["normalization"])
     by_name = {i.name: i for i in items}
     pooled = []
@@ -249,13 +256,13 @@ def test_older_features_file_gets_its_calibration_without_refitting(items, tmp_p
 
     ens = tmp_path / "ens"
     cfg = _cfg(epochs=1)
-    first = train_ensemble(items, ens, model_spec=SPEC, train_cfg=cfg)
+    first = train_ensemble(items, ens, model=_spec(SPEC), config=cfg).model_dump(mode="json")
     for f in first["folds"]:
         path = ens / f["features"]["path"]
         arrays = load_file(str(path))
         arrays.pop("calibration")
         save_weights({k: torch.from_numpy(v) for k, v in arrays.items()}, path)
-    again = train_ensemble(items, ens, model_spec=SPEC, train_cfg=cfg)
+    again = train_ensemble(items, ens, model=_spec(SPEC), config=cfg).model_dump(mode="json")
     assert [f["sha256"] for f in again["folds"]] == [f["sha256"] for f in first["folds"]]
     for a, b in zip(first["folds"], again["folds"]):
         assert b["features"]["calibration"] == a["features"]["calibration"]

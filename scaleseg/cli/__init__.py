@@ -66,25 +66,14 @@ def _configure_logging(verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 error, 2 usage error)."""
     from ..config import ConfigError, load_config
-    from ..runrecord import RunRecord
 
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
-    argv_list = list(sys.argv[1:] if argv is None else argv)
+    args.argv = ["scaleseg", *(sys.argv[1:] if argv is None else argv)]
     try:
         cfg = load_config(getattr(args, "config", None))
-        if getattr(args, "record", True):
-            record = RunRecord(
-                args.command,
-                getattr(args, getattr(args, "output_attr", "output")),
-                config=cfg,
-                argv=argv_list,
-                filename=getattr(args, "record_name", "run.json"),
-            )
-            with record:
-                return int(args.func(args, cfg, record))
-        return int(args.func(args, cfg, None))
+        return int(args.func(args, cfg))
     except (
         CLIError,
         ConfigError,

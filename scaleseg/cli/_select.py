@@ -6,6 +6,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+from ..tables import read_image_list
 from ._common import CLIError, add_cluster_args, add_config_arg, client_from_args, progress_bar, say
 
 
@@ -46,8 +47,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
         annotation_candidates,
         check_qa_output,
         export_for_annotation,
-        read_names,
-        read_prediction_table,
+            read_prediction_table,
     )
 
     if args.n < 1:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace, cfg, record) -> int:
             raise CLIError(f"{args.prediction}: images table has no {col!r} column")
     out = Path(args.output)
     check_qa_output(out, args.prediction, overwrite=args.overwrite)
-    annotated = read_names(args.annotated) if args.annotated else []
+    annotated = read_image_list(args.annotated) if args.annotated else []
 
     def has_experts(row) -> bool:
         try:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
-
-from ._common import CLIError, add_cluster_args, add_config_arg, client_from_args, progress_bar, say
+from ._common import add_cluster_args, add_config_arg, client_from_args, say
 
 
 def register(sub) -> None:
@@ -123,157 +120,25 @@ def _train_config(cfg, args):
     return cfg
 
 
-def run(args: argparse.Namespace, cfg, record) -> int:
-    from ..cluster import get_setting
-    from ..gt._outputs import run_gt
-    from ..training import (
-        ENSEMBLE_FILE,
-        export_ensemble,
-        finished_folds,
-        train_ensemble,
-        training_items,
-    )
+def run(args: argparse.Namespace, cfg) -> int:
+    from .. import train
 
-    cfg = _train_config(cfg, args)
-    record.set_config(cfg)
-    t = cfg.train
-    out = Path(args.output)
-    state = out / "train_config.json"
-    if out.exists():
-        if args.overwrite:
-            import shutil
-
-            shutil.rmtree(out)
-        elif state.exists() and _stored_config(state) != t.model_dump(mode="json"):
-            what = "an ensemble" if (out / ENSEMBLE_FILE).exists() else "folds"
-            stored, now = _stored_config(state), t.model_dump(mode="json")
-            diff = ", ".join(
-                f"{k} {stored.get(k)!r} -> {now.get(k)!r}"
-                for k in sorted(set(stored) | set(now))
-                if stored.get(k) != now.get(k)
-            )
-            raise CLIError(
-                f"{out} holds {what} trained with another configuration ({diff}); pass the "
-                "stored values to resume, or --overwrite to retrain"
-            )
-        elif not state.exists() and any(out.iterdir()):
-            raise CLIError(f"{out} exists and is not a scaleseg ensemble (use --overwrite)")
-        elif _complete(out):
-            say(f"{out}: the ensemble is complete (same configuration): nothing to do")
-            record.nothing_done()
-            return 0
-
-    items, needs_vote, warnings = training_items(
-        args.input,
-        gt=args.gt,
-        label=args.label,
-        names_file=args.images_file,
-        where=args.where,
-        instance_label=args.instance_label,
-    )
-    for w in warnings:
-        say(f"warning: {w}")
-    record.add_input(args.input, name="collection")
-    if args.gt:
-        record.add_input(args.gt, name="gt")
     with client_from_args(args) as client:
-        if needs_vote:
-            from ..training import items_from_gt
-
-            say(f"{len(needs_vote)} images have several experts and no GT: majority vote first")
-            run_gt(needs_vote, out / "gt", method="majority_vote", client=client, overwrite=True)
-            items += items_from_gt(needs_vote, out / "gt")
-        if len(items) < t.n_folds:
-            raise CLIError(
-                f"{len(items)} labelled images cannot make {t.n_folds} folds (use --folds)"
-            )
-        out.mkdir(parents=True, exist_ok=True)
-        state.write_text(json.dumps(t.model_dump(mode="json"), indent=2) + "\n")
-        done = finished_folds(out)
-        if done:
-            say(f"resuming: folds {done} are finished and kept")
-        in_ch = _channels(items[0])
-        model_spec = {
-            "arch": t.arch,
-            "encoder": t.encoder,
-            "in_channels": in_ch,
-            "n_classes": t.n_classes,
-            "n_extra": 2 if args.flows else 0,
-            "encoder_weights": t.encoder_weights,
-        }
-        if t.encoder_depth is not None:
-            model_spec["encoder_depth"] = t.encoder_depth
-        if t.decoder_channels is not None:
-            model_spec["decoder_channels"] = list(t.decoder_channels)
-        n_models = t.n_models or t.n_folds
-        say(
-            f"training {n_models} models ({t.arch} + {t.encoder}) on {len(items)} images, "
-            f"{t.frozen_epochs}+{t.epochs} epochs of {t.tiles_per_epoch} tiles {t.tile_shape[0]}x{t.tile_shape[1]}"
+        result = train(
+            args.input,
+            args.output,
+            config=_train_config(cfg, args).train,
+            gt=args.gt,
+            label=args.label,
+            images_file=args.images_file,
+            where=args.where,
+            instance_label=args.instance_label,
+            flows=args.flows,
+            export=args.export,
+            client=client,
+            overwrite=args.overwrite,
+            argv=args.argv,
         )
-        with progress_bar(n_models, "folds") as bar:
-            manifest = train_ensemble(
-                items,
-                out,
-                model_spec=model_spec,
-                train_cfg=t.model_dump(mode="json"),
-                client=client,
-                torch_threads=get_setting("cluster.torch-threads", 1),
-                progress=bar.update,
-                data_description=f"Images from {args.input}; labels from "
-                f"{args.gt or args.label or 'est_gt / single expert / majority vote'}.",
-            )
-    if args.export:
-        for path in export_ensemble(out, formats=args.export):
-            say(f"exported {path}")
-    record.add_output(out, name="ensemble")
-    for f in manifest["folds"]:
-        record.add_model(f"fold_{f['fold']}", f["sha256"])
-    dice = [f["valid_dice"] for f in manifest["folds"]]
-    record.set_summary(folds=len(dice), valid_dice=dice, mean_valid_dice=sum(dice) / len(dice))
-    say(
-        f"Ensemble written to {out}: validation Dice per fold "
-        + ", ".join(f"{d:.3f}" for d in dice)
-        + f" (mean {sum(dice) / len(dice):.3f})"
-    )
-    thr = manifest.get("ood_threshold")
-    if thr:
-        say(
-            f"feature-distance threshold for qa's review rule: {thr['value']:.4g} (the largest "
-            f"of {thr['n_images']} held-out training images; median {thr['median']:.4g})"
-        )
+    for line in result.summary():
+        say(line)
     return 0
-
-
-def _stored_config(path: Path) -> dict:
-    """The training configuration an ensemble folder was made with, completed with today's
-    defaults (settings added since then do not make an older folder look different)."""
-    from ..config import TrainConfig
-
-    try:
-        stored = {**_BEFORE_SETTINGS, **json.loads(path.read_text())}
-        return TrainConfig.model_validate(stored).model_dump(mode="json")
-    except ValueError:
-        return {}
-
-
-#: What folders written before a setting existed did (not today's default).
-_BEFORE_SETTINGS = {"intensity": "dtype", "ema": None}
-
-
-def _complete(out: Path) -> bool:
-    """A finished ensemble whose folds all carry feature statistics and their calibration
-    (re-running an older one adds them: every fold is kept, only the statistics are
-    computed)."""
-    from ..training import ENSEMBLE_FILE
-
-    path = out / ENSEMBLE_FILE
-    if not path.is_file():
-        return False
-    folds = json.loads(path.read_text()).get("folds", [])
-    return bool(folds) and all((f.get("features") or {}).get("calibration") for f in folds)
-
-
-def _channels(item) -> int:
-    from ..io import open_image, to_cyx
-
-    return int(to_cyx(open_image(item.image_url)).sizes["c"])

@@ -13,10 +13,11 @@ import contextlib
 import functools
 import json
 import logging
-import re
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
+
+from ..executor import parse_unit_key
 
 __all__ = ["EPOCH_TOPIC", "TOPIC", "UnitLogPlugin", "parse_unit_key", "watch_epochs", "watch_units"]
 
@@ -24,21 +25,6 @@ TOPIC = "scaleseg-unit"
 #: Topic of the per-epoch records that training folds publish from their workers.
 EPOCH_TOPIC = "scaleseg-epoch"
 log = logging.getLogger("scaleseg.units")
-
-_PREDICT = re.compile(r"^predict-(?P<image>.+)-(?P<by>\d+)-(?P<bx>\d+)-[0-9a-f]{6}$")
-_TRAIN = re.compile(r"^train-fold_(?P<fold>\d+)-")
-
-
-def parse_unit_key(key: str) -> dict[str, Any]:
-    """The unit a task key names: ``{"image", "block"}``, ``{"fold"}`` or ``{}``."""
-    m = _PREDICT.match(key)
-    if m:
-        return {"image": m["image"], "block": [int(m["by"]), int(m["bx"])]}
-    m = _TRAIN.match(key)
-    if m:
-        return {"fold": int(m["fold"])}
-    return {}
-
 
 class UnitLogPlugin(SchedulerPlugin):
     """Publish ``{key, status, worker, seconds}`` for every task that leaves ``processing``."""

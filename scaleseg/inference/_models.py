@@ -6,11 +6,12 @@ device, so models are loaded once per worker and never shipped inside the task g
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..models._manifest import EnsembleManifest, FoldEntry
 
 __all__ = [
     "EnsembleInfo",
@@ -27,65 +28,68 @@ _LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class EnsembleInfo:
-    """What predict needs to know about an ensemble (from ``ensemble.json``)."""
+    """An ensemble folder and its typed manifest (what predict needs to know about it)."""
 
     path: str
-    model: dict[str, Any]
-    in_channels: int
-    n_classes: int
-    n_extra: int
-    tile_shape: tuple[int, int]
-    scale: float
-    normalization: dict[str, Any]
-    folds: tuple[dict[str, Any], ...]
-    classes: tuple[str, ...]
-    ood_threshold: float | None = None
+    manifest: EnsembleManifest
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return dict(self.manifest.model)
+
+    @property
+    def in_channels(self) -> int:
+        return self.manifest.in_channels
+
+    @property
+    def n_classes(self) -> int:
+        return self.manifest.n_classes
+
+    @property
+    def n_extra(self) -> int:
+        return self.manifest.n_extra
+
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        return tuple(self.manifest.tile_shape)
+
+    @property
+    def scale(self) -> float:
+        return self.manifest.scale
+
+    @property
+    def normalization(self) -> dict[str, Any]:
+        return dict(self.manifest.normalization)
+
+    @property
+    def folds(self) -> tuple[FoldEntry, ...]:
+        return tuple(self.manifest.folds)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.manifest.classes)
+
+    @property
+    def ood_threshold(self) -> float | None:
+        """The calibrated threshold of the distance rule (None for older ensembles)."""
+        t = self.manifest.ood_threshold
+        return None if t is None else float(t.value)
 
     @property
     def checksums(self) -> tuple[str, ...]:
-        return tuple(f["sha256"] for f in self.folds)
+        return self.manifest.checksums
 
     @property
     def has_feature_stats(self) -> bool:
         """Whether every fold carries encoder-feature statistics (the ``ood_distance`` score)."""
-        return all(f.get("features") for f in self.folds)
+        return all(f.features is not None for f in self.folds)
 
 
 def read_ensemble(path: str | Path) -> EnsembleInfo:
-    """Parse ``<path>/ensemble.json``; errors name the file and the problem."""
+    """Read ``<path>/ensemble.json`` (:class:`~scaleseg.models.EnsembleManifest`); errors name
+    the file and the problem."""
     path = Path(path)
-    manifest_file = path / "ensemble.json"
-    if not manifest_file.is_file():
-        raise FileNotFoundError(f"{path}: not an ensemble directory (no ensemble.json)")
-    try:
-        m = json.loads(manifest_file.read_text())
-        info = EnsembleInfo(
-            path=str(path.resolve()),
-            model=dict(m["model"]),
-            in_channels=int(m["in_channels"]),
-            n_classes=int(m["n_classes"]),
-            n_extra=int(m.get("n_extra", 0)),
-            tile_shape=tuple(int(t) for t in m["tile_shape"]),
-            scale=float(m.get("scale", 1.0)),
-            normalization=dict(m["normalization"]),
-            folds=tuple(dict(f) for f in m["folds"]),
-            classes=tuple(m.get("classes") or [f"class_{k}" for k in range(int(m["n_classes"]))]),
-            ood_threshold=_threshold(m.get("ood_threshold")),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(
-            f"{manifest_file}: invalid ensemble manifest ({type(exc).__name__}: {exc})"
-        ) from None
-    if not info.folds:
-        raise ValueError(f"{manifest_file}: the ensemble has no folds")
-    return info
-
-
-def _threshold(entry: Any) -> float | None:
-    """The calibrated distance threshold of a manifest (None for older ensembles)."""
-    if not entry:
-        return None
-    return float(entry["value"])
+    return EnsembleInfo(path=str(path.resolve()), manifest=EnsembleManifest.read(path))
 
 
 def verify_ensemble(info: EnsembleInfo) -> None:
@@ -98,10 +102,8 @@ def verify_ensemble(info: EnsembleInfo) -> None:
     """
     from ..models import WeightsError, file_sha256
 
-    files = [(f["path"], f["sha256"]) for f in info.folds]
-    files += [
-        (f["features"]["path"], f["features"]["sha256"]) for f in info.folds if f.get("features")
-    ]
+    files = [(f.path, f.sha256) for f in info.folds]
+    files += [(f.features.path, f.features.sha256) for f in info.folds if f.features]
     for rel, sha in files:
         wpath = Path(info.path) / rel
         if not wpath.is_file():
@@ -143,7 +145,7 @@ def get_models(info: EnsembleInfo, device) -> list:
         models = []
         for f in info.folds:
             model = build_model(spec)
-            load_weights(model, Path(info.path) / f["path"], expected_sha256=f["sha256"])
+            load_weights(model, Path(info.path) / f.path, expected_sha256=f.sha256)
             models.append(model.to(device).eval())
         _CACHE.clear()  # one ensemble per worker at a time keeps memory bounded
         _CACHE[key] = models
@@ -156,7 +158,7 @@ def get_feature_stats(info: EnsembleInfo) -> list | None:
     trained without them."""
     if not info.has_feature_stats:
         return None
-    key = ("features", *(f["features"]["sha256"] for f in info.folds))
+    key = ("features", *(f.features.sha256 for f in info.folds))
     with _LOCK:
         cached = _CACHE.get(key)
         if cached is not None:
@@ -166,8 +168,8 @@ def get_feature_stats(info: EnsembleInfo) -> list | None:
 
         stats = []
         for f in info.folds:
-            path = Path(info.path) / f["features"]["path"]
-            arrays = read_weights(path, expected_sha256=f["features"]["sha256"])
+            path = Path(info.path) / f.features.path
+            arrays = read_weights(path, expected_sha256=f.features.sha256)
             stats.append(FeatureStats.from_arrays({k: v.numpy() for k, v in arrays.items()}))
         _CACHE[key] = stats
         return stats

@@ -10,13 +10,29 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ._channels import adapt_first_conv_weight, find_first_conv  # noqa: E402
+from ._device import pick_device  # noqa: E402
 from ._export import export_onnx, export_torchscript  # noqa: E402
-from ._factory import ARCHITECTURES, DECODER_INIT_STD, ModelSpec, build_model, init_decoder  # noqa: E402
+from ._factory import (  # noqa: E402
+    ARCHITECTURES,
+    DECODER_INIT_STD,
+    ModelSpec,
+    build_model,
+    init_decoder,
+    resolve_encoder_weights,
+)
 from ._features import (  # noqa: E402
     capture_encoder_features,
     encoder_features,
     has_encoder,
     pool_deepest,
+)
+from ._manifest import (  # noqa: E402
+    ENSEMBLE_FILE,
+    DistanceThreshold,
+    EncoderWeights,
+    EnsembleManifest,
+    FeatureEntry,
+    FoldEntry,
 )
 from ._losses import LOSSES, SegmentationLoss, build_loss  # noqa: E402
 from ._normalize import Normalization, channel_stats, to_unit_range  # noqa: E402
@@ -25,7 +41,13 @@ from ._weights import WeightsError, file_sha256, load_weights, read_weights, sav
 __all__ = [
     "ARCHITECTURES",
     "DECODER_INIT_STD",
+    "ENSEMBLE_FILE",
     "LOSSES",
+    "DistanceThreshold",
+    "EncoderWeights",
+    "EnsembleManifest",
+    "FeatureEntry",
+    "FoldEntry",
     "ModelSpec",
     "Normalization",
     "SegmentationLoss",
@@ -35,6 +57,7 @@ __all__ = [
     "capture_encoder_features",
     "encoder_features",
     "has_encoder",
+    "pick_device",
     "pool_deepest",
     "build_loss",
     "channel_stats",
@@ -45,6 +68,7 @@ __all__ = [
     "init_decoder",
     "load_weights",
     "read_weights",
+    "resolve_encoder_weights",
     "save_weights",
     "to_unit_range",
 ]

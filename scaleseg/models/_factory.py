@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from segmentation_models_pytorch.base import SegmentationModel  # noqa: E402
 from torch import nn  # noqa: E402
 
+from ._manifest import EncoderWeights  # noqa: E402
 from ._channels import adapt_first_conv_weight, find_first_conv, trunc_normal_  # noqa: E402
 from ._weights import (  # noqa: E402
     WeightsError,
@@ -28,7 +29,14 @@ from ._weights import (  # noqa: E402
     read_weights,
 )
 
-__all__ = ["ARCHITECTURES", "DECODER_INIT_STD", "ModelSpec", "build_model", "init_decoder"]
+__all__ = [
+    "ARCHITECTURES",
+    "DECODER_INIT_STD",
+    "ModelSpec",
+    "build_model",
+    "init_decoder",
+    "resolve_encoder_weights",
+]
 
 ARCHITECTURES: tuple[str, ...] = tuple(
     name
@@ -272,22 +280,51 @@ def _smp_settings(encoder: str) -> dict:
     return {} if entry is None else dict(entry.get("pretrained_settings", {}))
 
 
-def _pretrained_encoder_state(spec: ModelSpec, encoder: nn.Module) -> dict | None:
-    w = str(spec.encoder_weights)
+def resolve_encoder_weights(spec: ModelSpec, *, warn: bool = True) -> tuple[EncoderWeights, Path | None]:
+    """Which encoder weights `build_model` loads for ``spec``, found offline.
+
+    Returns
+    -------
+    EncoderWeights
+        What will actually be loaded: ``random`` (none asked, or named weights absent from the
+        local caches), ``cache`` (the library's cache file) or ``file`` (a local file), with
+        the file's path and SHA-256.
+    Path or None
+        The file to read.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``spec.encoder_weights`` is neither a known weight name nor an existing file.
+
+    Warns
+    -----
+    UserWarning
+        When named weights were asked for and are not in the local caches (``warn``).
+    """
+    from ._manifest import EncoderWeights
+    from ._weights import file_sha256
+
+    w = spec.encoder_weights
+    if w is None:
+        return EncoderWeights(requested=None, source="random"), None
+    w = str(w)
     named = w == _NAMED_WEIGHTS if _is_timm(spec.encoder) else w in _smp_settings(spec.encoder)
     if named:
         path, looked = cached_weights_file(spec.encoder, w)
         if path is None:
-            warnings.warn(
-                f"no local {w!r} weights for encoder {spec.encoder!r} (looked in: {looked}); "
-                "continuing with a randomly initialised encoder. To use pretrained weights offline, "
-                "set encoder_weights to a local safetensors/torch file of the encoder (or timm "
-                "backbone) weights, or fill the Hugging Face cache (HF_HOME) on a machine with "
-                "internet access.",
-                UserWarning,
-                stacklevel=3,
-            )
-            return None
+            if warn:
+                warnings.warn(
+                    f"no local {w!r} weights for encoder {spec.encoder!r} (looked in: {looked}); "
+                    "continuing with a randomly initialised encoder. To use pretrained weights "
+                    "offline, set encoder_weights to a local safetensors/torch file of the encoder "
+                    "(or timm backbone) weights, or fill the Hugging Face cache (HF_HOME) on a "
+                    "machine with internet access.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            return EncoderWeights(requested=w, source="random"), None
+        source = "cache"
     else:
         path = Path(w).expanduser()
         if not path.is_file():
@@ -296,6 +333,18 @@ def _pretrained_encoder_state(spec: ModelSpec, encoder: nn.Module) -> dict | Non
                 f"{spec.encoder!r} (known: {_NAMED_WEIGHTS!r} for tu- encoders, "
                 f"{sorted(_smp_settings(spec.encoder))} for this smp encoder)"
             )
+        source = "file"
+    resolved = Path(path).resolve()
+    return (
+        EncoderWeights(requested=w, source=source, path=str(resolved), sha256=file_sha256(resolved)),
+        resolved,
+    )
+
+
+def _pretrained_encoder_state(spec: ModelSpec, encoder: nn.Module) -> dict | None:
+    _, path = resolve_encoder_weights(spec)
+    if path is None:
+        return None
     sd = read_weights(path)
     target = encoder.state_dict()
     prefixed = {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}

@@ -11,7 +11,6 @@ from ._inputs import (
     OOD_SCORES,
     ood_score_columns,
     read_evaluation,
-    read_names,
     read_ood_labels,
     read_prediction_table,
 )
@@ -66,7 +65,6 @@ __all__ = [
     "qa_table",
     "rank_scores",
     "read_evaluation",
-    "read_names",
     "read_ood_labels",
     "read_prediction_table",
     "read_reviews",

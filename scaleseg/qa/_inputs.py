@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..tables import read_image_list
+
 __all__ = [
     "OOD_SCORES",
     "ood_score_columns",
     "read_evaluation",
-    "read_names",
     "read_ood_labels",
     "read_prediction_table",
 ]
@@ -81,45 +82,6 @@ def ood_score_columns(table: pd.DataFrame) -> list[str]:
     ]
 
 
-def _name_column(df: pd.DataFrame, path: Path) -> str:
-    for col in ("name", "image"):
-        if col in df.columns:
-            return col
-    raise ValueError(f"{path}: CSV needs a 'name' or 'image' column (found {list(df.columns)})")
-
-
-def _filter(df: pd.DataFrame, where: str | None, path: Path) -> pd.DataFrame:
-    if not where:
-        return df
-    col, sep, val = where.partition("=")
-    if not sep:
-        raise ValueError(f"--where must be column=value, got {where!r}")
-    if col not in df.columns:
-        raise ValueError(f"{path}: no column {col!r} for the filter {where!r}")
-    return df[df[col].astype(str) == val]
-
-
-def read_names(path: str | Path, *, where: str | None = None) -> list[str]:
-    """Image names from a text file (one per line) or a CSV with a ``name`` / ``image`` column.
-
-    Parameters
-    ----------
-    path : path
-    where : str, optional
-        ``column=value``: keep only matching CSV rows (e.g. ``split=test``).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: image list not found")
-    if path.suffix.lower() == ".csv":
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        df = _filter(df, where, path)
-        return list(dict.fromkeys(df[_name_column(df, path)].str.strip()))
-    if where:
-        raise ValueError(f"{path}: a filter ({where!r}) needs a CSV image list")
-    return list(dict.fromkeys(s.strip() for s in path.read_text().splitlines() if s.strip()))
-
-
 def read_ood_labels(path: str | Path, images: list[str]) -> pd.DataFrame:
     """Known OOD labels of ``images`` from a CSV or a list of OOD image names.
 
@@ -149,7 +111,7 @@ def read_ood_labels(path: str | Path, images: list[str]) -> pd.DataFrame:
     out["ood_kind"] = ""
     df = pd.read_csv(path, dtype=str, keep_default_na=False) if path.suffix == ".csv" else None
     if df is None or not ({"ood", "split"} & set(df.columns)):
-        names = set(read_names(path))
+        names = set(read_image_list(path))
         out["ood"] = pd.array(out["image"].isin(names).to_numpy(), dtype="boolean")
         out.loc[out["ood"].to_numpy(bool), "ood_kind"] = "ood"
         if not names & set(images):

@@ -22,7 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from ._inputs import read_evaluation, read_names, read_ood_labels, read_prediction_table
+from ..tables import read_image_list
+from ._inputs import read_evaluation, read_ood_labels, read_prediction_table
 from ._report import plot_u_histogram, plot_u_vs_score, write_html_report
 from ._table import class_summary, ood_summary, qa_table
 from ._thumbnails import read_thumbnail, render_thumbnail
@@ -169,7 +170,7 @@ def run_qa(
             )
     names = None
     if isinstance(test_images, (str, Path)):
-        names = read_names(test_images, where=test_where)
+        names = read_image_list(test_images, where=test_where)
     elif test_images is not None:
         names = list(test_images)
     ood = read_ood_labels(ood_labels, images["image"].tolist()) if ood_labels else None

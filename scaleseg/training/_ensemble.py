@@ -14,22 +14,29 @@ Each fold is written atomically; re-running skips finished folds.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..files import atomic_write_json, atomic_write_text
+from ..models._manifest import ENSEMBLE_FILE, EnsembleManifest, FoldEntry
+from ..models._normalize import Normalization
 from ._features import distance_threshold
 from ._fit import FOLD_FILE, FoldSpec, fit_fold, fold_dir_name
 
-__all__ = ["kfold_splits", "train_ensemble", "ENSEMBLE_FILE", "write_model_card"]
+if TYPE_CHECKING:
+    from ..config import TrainConfig
+    from ..models import ModelSpec
 
-ENSEMBLE_FILE = "ensemble.json"
+__all__ = ["kfold_splits", "train_ensemble", "ENSEMBLE_FILE", "write_model_card"]
 
 
 def kfold_splits(
@@ -66,132 +73,151 @@ def train_ensemble(
     items: list,
     out_dir: str | Path,
     *,
-    model_spec: dict[str, Any],
-    train_cfg: dict[str, Any],
+    model: ModelSpec,
+    config: TrainConfig,
     client: Any = None,
     torch_threads: int | None = 1,
     progress: Callable[[int], Any] | None = None,
     data_description: str = "",
-) -> dict[str, Any]:
+    spec: dict[str, Any] | None = None,
+) -> EnsembleManifest:
     """Train ``n_models`` folds (one Dask task each when ``client`` is given) and write the
     ensemble directory.
 
     Folds already finished in ``out_dir`` are kept (resume). With a client whose workers
     advertise a ``GPU`` resource, each fold task requests ``GPU=1``.
 
+    Parameters
+    ----------
+    items : list of TrainItem
+    out_dir : path
+    model : ModelSpec
+        Every member's architecture (``in_channels`` must match the images).
+    config : TrainConfig
+    client : distributed.Client, optional
+    torch_threads : int, optional
+        Torch threads per fold task (a fold running alone may get more, see
+        :func:`fold_threads`).
+    progress : callable, optional
+        Called with 1 per finished fold.
+    data_description : str
+        One line for the model card.
+    spec : dict, optional
+        The run spec, stored in the manifest.
+
     Returns
     -------
-    dict
-        The content of ``ensemble.json``.
+    EnsembleManifest
+        What was written to ``ensemble.json``.
     """
-    from ..cluster import client_has_gpus
+    from ..executor import map_units
+    from ..models import resolve_encoder_weights
     from ..runrecord import package_versions
     from ._data import normalization_from_items
 
     out_dir = Path(out_dir)
-    n_folds = int(train_cfg["n_folds"])
-    n_models = int(train_cfg.get("n_models") or n_folds)
+    n_folds = config.n_folds
+    n_models = config.n_models or n_folds
     if n_models > n_folds:
         raise ValueError(f"n_models ({n_models}) cannot exceed n_folds ({n_folds})")
-    seed = int(train_cfg["seed"])
-    specs = _fold_specs(items, n_folds, n_models, seed)
+    specs = _fold_specs(items, n_folds, n_models, config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     norm_path = out_dir / "normalization.json"
     if norm_path.is_file():  # resume: keep the statistics the finished folds were trained with
-        normalization = json.loads(norm_path.read_text())
+        normalization = Normalization.from_dict(json.loads(norm_path.read_text()))
     else:
-        normalization = normalization_from_items(
-            items, seed=seed, intensity=str(train_cfg.get("intensity", "dtype"))
-        ).to_dict()
-        norm_path.write_text(json.dumps(normalization, indent=2) + "\n")
+        normalization = normalization_from_items(items, seed=config.seed, intensity=config.intensity)
+        atomic_write_json(norm_path, normalization.to_dict())
 
     t0 = time.perf_counter()
-    kwargs = dict(
-        model_spec=model_spec,
-        train_cfg=train_cfg,
-        normalization=normalization,
-        torch_threads=torch_threads,
-    )
-    results: list[dict[str, Any]] = []
+    done = set(finished_folds(out_dir))
+    todo = [s for s in specs if s.fold not in done]
+    threads = [torch_threads] * len(todo)
+    watch = contextlib.nullcontext()
     if client is not None:
-        from distributed import as_completed
+        from ..cluster import client_has_gpus, watch_epochs
 
-        from ..cluster import watch_epochs
-
-        gpus = client_has_gpus(client)
-        resources = {"GPU": 1} if gpus else None
-        todo = [s for s in specs if s.fold not in set(finished_folds(out_dir))]
         threads = fold_threads(
-            len(todo), _workers_per_host(client), torch_threads=torch_threads, gpus=gpus
+            len(todo), _workers_per_host(client), torch_threads=torch_threads,
+            gpus=client_has_gpus(client),
+        )  # fmt: skip
+        watch = watch_epochs(client, str(out_dir))
+    units = [FoldTask(s, t) for s, t in zip(todo, threads)]
+    if progress and done:
+        progress(len([s for s in specs if s.fold in done]))
+    with watch:
+        res = map_units(
+            _fit_task,
+            units,
+            stage="train",
+            names=[fold_dir_name(u.spec.fold) for u in units],
+            client=client,
+            resources="gpu",
+            retries=1,
+            on_error="stop",
+            progress=progress,
+            out_dir=str(out_dir),
+            model=model,
+            config=config,
+            normalization=normalization,
+            show_progress=client is None,
         )
-        by_fold = dict(zip((s.fold for s in todo), threads))
-        futures = [
-            client.submit(
-                fit_fold,
-                spec,
-                str(out_dir),
-                **{**kwargs, "torch_threads": by_fold.get(spec.fold, torch_threads)},
-                show_progress=False,
-                resources=resources,
-                pure=False,
-                key=f"train-{fold_dir_name(spec.fold)}-{out_dir.name}-{time.time_ns()}",
-                retries=1,
+    results = [json.loads((out_dir / fold_dir_name(s.fold) / FOLD_FILE).read_text()) for s in specs]
+    del res
+    features = _fold_feature_stats(results, specs, out_dir, model, config, normalization, client,
+                                   torch_threads)  # fmt: skip
+    requested, _ = resolve_encoder_weights(model, warn=False)
+    used = [r.get("encoder_weights") for r in results]
+    manifest = EnsembleManifest(
+        created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        model=model.to_dict(),
+        architecture=model.arch,
+        encoder=model.encoder,
+        in_channels=model.in_channels,
+        n_classes=model.n_classes,
+        n_extra=model.n_extra,
+        classes=[f"class_{k}" for k in range(model.n_classes)],
+        normalization=normalization.to_dict(),
+        tile_shape=tuple(config.tile_shape),
+        scale=config.scale,
+        ood_threshold=distance_threshold(list(features.values())),
+        encoder_weights=used[0] if used and all(u == used[0] for u in used) and used[0] else requested,
+        train=config.model_dump(mode="json"),
+        folds=[
+            FoldEntry(
+                fold=r["fold"],
+                path=f"{fold_dir_name(r['fold'])}/{r['weights']}",
+                sha256=r["sha256"],
+                valid_dice=r["valid_dice"],
+                best_epoch=r["best_epoch"],
+                train_images=r["train_images"],
+                valid_images=r["valid_images"],
+                seconds=r["seconds"],
+                features=features.get(r["fold"]),
+                encoder_weights=r.get("encoder_weights"),
             )
-            for spec in specs
-        ]
-        with watch_epochs(client, str(out_dir)):
-            for fut in as_completed(futures):
-                results.append(fut.result())
-                if progress:
-                    progress(1)
-    else:
-        for spec in specs:
-            results.append(fit_fold(spec, str(out_dir), **kwargs))
-            if progress:
-                progress(1)
-    results.sort(key=lambda r: r["fold"])
-    for r in results:
-        r.pop("skipped", None)
-    features = _fold_feature_stats(
-        results, specs, out_dir, model_spec, train_cfg, normalization, client, torch_threads
-    )
-    manifest = {
-        "format": "scaleseg-ensemble/1",
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "model": model_spec,
-        "architecture": model_spec["arch"],
-        "encoder": model_spec["encoder"],
-        "in_channels": model_spec["in_channels"],
-        "n_classes": model_spec["n_classes"],
-        "n_extra": model_spec.get("n_extra", 0),
-        "classes": train_cfg.get("class_names")
-        or [f"class_{k}" for k in range(model_spec["n_classes"])],
-        "normalization": normalization,
-        "tile_shape": list(train_cfg["tile_shape"]),
-        "scale": float(train_cfg.get("scale", 1.0)),
-        "ood_threshold": distance_threshold(list(features.values())),
-        "train": {k: v for k, v in train_cfg.items() if k != "class_names"},
-        "folds": [
-            {
-                "fold": r["fold"],
-                "path": f"{fold_dir_name(r['fold'])}/{r['weights']}",
-                "sha256": r["sha256"],
-                "valid_dice": r["valid_dice"],
-                "best_epoch": r["best_epoch"],
-                "train_images": r["train_images"],
-                "valid_images": r["valid_images"],
-                "seconds": r["seconds"],
-                **({"features": features[r["fold"]]} if r["fold"] in features else {}),
-            }
             for r in results
         ],
-        "versions": package_versions(),
-        "seconds": round(time.perf_counter() - t0, 2),
-        "data": data_description,
-    }
-    (out_dir / ENSEMBLE_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        versions=package_versions(),
+        seconds=round(time.perf_counter() - t0, 2),
+        data=data_description,
+        spec=spec,
+    )
+    manifest.write(out_dir)
     write_model_card(manifest, out_dir / "MODEL_CARD.md")
     return manifest
+
+
+@dataclass(frozen=True)
+class FoldTask:
+    """The work unit of one fold: what it trains on and its torch threads."""
+
+    spec: FoldSpec
+    torch_threads: int | None
+
+
+def _fit_task(unit: FoldTask, **kwargs: Any) -> dict[str, Any]:
+    return fit_fold(unit.spec, torch_threads=unit.torch_threads, **kwargs)
 
 
 def fold_threads(
@@ -231,44 +257,35 @@ def _workers_per_host(client) -> list[int]:
 
 
 def _fold_feature_stats(
-    results, specs, out_dir, model_spec, train_cfg, normalization, client, torch_threads
+    results, specs, out_dir, model, config, normalization, client, torch_threads
 ) -> dict[int, dict[str, Any]]:
     """Encoder-feature statistics per fold (one task per fold on a client; folds that have
     them keep them). Zoomed ensembles (scale != 1) get none: predict refuses them anyway."""
-    from ..cluster import client_has_gpus
-    from ._features import ensure_fold_features
+    from ..executor import map_units
+    from ._features import FeatureUnit, ensure_fold_features
 
-    if float(train_cfg.get("scale", 1.0)) != 1.0:
+    if config.scale != 1.0:
         return {}
-    train_items = {s.fold: s.train for s in specs}
-    valid_items = {s.fold: s.valid for s in specs}
-    kw = dict(
-        model_spec=model_spec,
+    by_fold = {s.fold: s for s in specs}
+    units = [
+        FeatureUnit(str(out_dir), r["fold"], r["weights"], tuple(by_fold[r["fold"]].train),
+                    tuple(by_fold[r["fold"]].valid))  # fmt: skip
+        for r in results
+    ]
+    res = map_units(
+        ensure_fold_features,
+        units,
+        stage="features",
+        names=[fold_dir_name(u.fold) for u in units],
+        client=client,
+        resources="gpu",
+        retries=1,
+        model=model,
         normalization=normalization,
-        tile_shape=tuple(train_cfg["tile_shape"]),
+        tile_shape=tuple(config.tile_shape),
         torch_threads=torch_threads,
     )
-    args = [(str(out_dir), r["fold"], r["weights"], train_items[r["fold"]]) for r in results]
-    if client is None:
-        entries = {
-            a[1]: ensure_fold_features(*a, **kw, valid_items=valid_items[a[1]]) for a in args
-        }
-    else:
-        resources = {"GPU": 1} if client_has_gpus(client) else None
-        futures = [
-            client.submit(
-                ensure_fold_features,
-                *a,
-                **kw,
-                valid_items=valid_items[a[1]],
-                resources=resources,
-                pure=False,
-                key=f"features-{fold_dir_name(a[1])}-{out_dir.name}-{time.time_ns()}",
-                retries=1,
-            )
-            for a in args
-        ]
-        entries = {a[1]: f.result() for a, f in zip(args, futures)}
+    entries = {u.fold: e for u, e in zip(units, res.results)}
     missing = sorted(k for k, e in entries.items() if e is None)
     if missing:  # all folds or none: the score averages over the members
         logging.getLogger("scaleseg.train").warning(
@@ -280,15 +297,16 @@ def _fold_feature_stats(
     return entries
 
 
-def write_model_card(manifest: dict[str, Any], path: Path) -> Path:
+def write_model_card(manifest: EnsembleManifest, path: Path) -> Path:
     """A human-readable MODEL_CARD.md from an ensemble manifest."""
-    t = manifest["train"]
-    dice = [f["valid_dice"] for f in manifest["folds"]]
-    n_imgs = len({i for f in manifest["folds"] for i in f["train_images"] + f["valid_images"]})
+    t = manifest.train
+    dice = [f.valid_dice for f in manifest.folds]
+    n_imgs = len({i for f in manifest.folds for i in f.train_images + f.valid_images})
+    weights = manifest.encoder_weights
     lines = [
-        f"# Model card: scaleseg ensemble ({manifest['architecture']} + {manifest['encoder']})",
+        f"# Model card: scaleseg ensemble ({manifest.architecture} + {manifest.encoder})",
         "",
-        f"Created {manifest['created']} with scaleseg {manifest['versions'].get('scaleseg')}.",
+        f"Created {manifest.created} with scaleseg {manifest.versions.get('scaleseg')}.",
         "",
         "## Intended use",
         "Semantic segmentation of images like the training data below, with the deepflash2",
@@ -297,13 +315,17 @@ def write_model_card(manifest: dict[str, Any], path: Path) -> Path:
         "flagged by their uncertainty / OOD scores and reviewed.",
         "",
         "## Training data",
-        f"{n_imgs} images; {manifest['in_channels']} input channel(s); "
-        f"{manifest['n_classes']} classes ({', '.join(manifest['classes'])}).",
-        manifest.get("data") or "",
+        f"{n_imgs} images; {manifest.in_channels} input channel(s); "
+        f"{manifest.n_classes} classes ({', '.join(manifest.classes)}).",
+        manifest.data,
         "",
         "Normalisation (per channel): mean "
-        f"{[round(m, 4) for m in manifest['normalization']['mean']]}, std "
-        f"{[round(s, 4) for s in manifest['normalization']['std']]}.",
+        f"{[round(m, 4) for m in manifest.normalization['mean']]}, std "
+        f"{[round(s, 4) for s in manifest.normalization['std']]}.",
+        "",
+        "## Encoder weights",
+        "",
+        f"Loaded: {weights.describe() if weights else 'not recorded'}.",
         "",
         "## Hyperparameters",
         "",
@@ -332,7 +354,10 @@ def write_model_card(manifest: dict[str, Any], path: Path) -> Path:
         "early_stopping_patience",
         "seed",
     ):
-        lines.append(f"| {key} | {t.get(key, manifest['model'].get(key))} |")
+        value = t.get(key, manifest.model.get(key))
+        if key == "encoder_weights":
+            value = f"{value} (requested)"
+        lines.append(f"| {key} | {value} |")
     lines += [
         "",
         "## Validation (k-fold; each fold validated on images it did not train on)",
@@ -340,35 +365,34 @@ def write_model_card(manifest: dict[str, Any], path: Path) -> Path:
         "| fold | valid Dice | best epoch | validation images | seconds |",
         "|---|---|---|---|---|",
     ]
-    for f in manifest["folds"]:
+    for f in manifest.folds:
         lines.append(
-            f"| {f['fold']} | {f['valid_dice']:.4f} | {f['best_epoch']} | "
-            f"{', '.join(f['valid_images'])} | {f['seconds']} |"
+            f"| {f.fold} | {f.valid_dice:.4f} | {f.best_epoch} | "
+            f"{', '.join(f.valid_images)} | {f.seconds} |"
         )
     lines += [
         "",
         f"Mean validation Dice {np.mean(dice):.4f} (range {min(dice):.4f}-{max(dice):.4f}).",
         "",
-        *_threshold_lines(manifest.get("ood_threshold")),
+        *_threshold_lines(manifest.ood_threshold),
         "## Library versions",
         "",
-        *[f"- {k}: {v}" for k, v in manifest["versions"].items() if v],
+        *[f"- {k}: {v}" for k, v in manifest.versions.items() if v],
         "",
         f"Weights: one safetensors file per fold, SHA-256 checksums in `{ENSEMBLE_FILE}`.",
         "",
     ]
-    path.write_text("\n".join(lines))
-    return path
+    return atomic_write_text(path, "\n".join(lines))
 
 
-def _threshold_lines(thr: dict[str, Any] | None) -> list[str]:
-    if not thr:
+def _threshold_lines(thr) -> list[str]:
+    if thr is None:
         return []
     return [
         "## Out-of-distribution review threshold",
         "",
-        f"`qa` flags images whose feature distance `ood_distance` reaches {thr['value']:.4g}: "
-        f"the {thr['rule']}; {thr['n_images']} held-out images, median {thr['median']:.4g}.",
+        f"`qa` flags images whose feature distance `ood_distance` reaches {thr.value:.4g}: "
+        f"the {thr.rule}; {thr.n_images} held-out images, median {thr.median:.4g}.",
         "",
     ]
 

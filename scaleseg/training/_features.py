@@ -16,16 +16,22 @@ folds (:func:`distance_threshold`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._fit import fold_dir_name
 
+if TYPE_CHECKING:
+    from ..models import ModelSpec, Normalization
+
 __all__ = [
     "FEATURES_FILE",
+    "FeatureUnit",
     "distance_threshold",
     "ensure_fold_features",
     "feature_windows",
@@ -54,7 +60,7 @@ def _window_features(
     model,
     items: list,
     *,
-    normalization: dict[str, Any],
+    normalization: Normalization,
     tile_shape: tuple[int, int],
     max_windows: int,
     batch_size: int,
@@ -68,9 +74,9 @@ def _window_features(
     from ..inference._blocks import read_region
     from ..inference._tta import apply, tta_transforms
     from ..io import open_image, to_cyx
-    from ..models import Normalization, encoder_features
+    from ..models import encoder_features
 
-    norm = Normalization.from_dict(normalization)
+    norm = normalization
     transforms = tta_transforms(tta)
     ty, tx = tile_shape
     with torch.inference_mode():
@@ -92,7 +98,7 @@ def fold_features(
     model,
     items: list,
     *,
-    normalization: dict[str, Any],
+    normalization: Normalization,
     tile_shape: tuple[int, int],
     max_windows: int = 32,
     batch_size: int = 4,
@@ -123,7 +129,7 @@ def image_distances(
     items: list,
     stats,
     *,
-    normalization: dict[str, Any],
+    normalization: Normalization,
     tile_shape: tuple[int, int],
     max_windows: int = 32,
     batch_size: int = 4,
@@ -173,16 +179,23 @@ def distance_threshold(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+@dataclass(frozen=True)
+class FeatureUnit:
+    """One fold's feature-statistics work unit."""
+
+    out_dir: str
+    fold: int
+    weights: str
+    train_items: tuple
+    valid_items: tuple = ()
+
+
 def ensure_fold_features(
-    out_dir: str | Path,
-    fold: int,
-    weights: str,
-    train_items: list,
+    unit: FeatureUnit,
     *,
-    model_spec: dict[str, Any],
-    normalization: dict[str, Any],
+    model: ModelSpec,
+    normalization: Normalization,
     tile_shape: tuple[int, int],
-    valid_items: list | None = None,
     max_windows: int = 32,
     torch_threads: int | None = 1,
 ) -> dict[str, Any] | None:
@@ -201,19 +214,21 @@ def ensure_fold_features(
     import torch
 
     from ..models import (
-        ModelSpec,
         build_model,
         file_sha256,
         load_weights,
+        pick_device,
         read_weights,
         save_weights,
     )
     from ..uncertainty import FeatureStats, fit_feature_stats
 
     t0 = time.perf_counter()
-    fold_dir = Path(out_dir) / fold_dir_name(fold)
+    fold = unit.fold
+    train_items = list(unit.train_items)
+    fold_dir = Path(unit.out_dir) / fold_dir_name(fold)
     path = fold_dir / FEATURES_FILE
-    valid_items = list(valid_items or [])
+    valid_items = list(unit.valid_items)
     arrays = {k: v.numpy() for k, v in read_weights(path).items()} if path.is_file() else {}
     stats = FeatureStats.from_arrays(arrays) if arrays else None
     calibration = arrays.get("calibration")
@@ -222,10 +237,10 @@ def ensure_fold_features(
             from ..cluster import prepare_worker_process
 
             prepare_worker_process(torch_threads)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model = build_model(ModelSpec.from_dict({**model_spec, "encoder_weights": None}))
-        load_weights(model, fold_dir / weights)
-        model = model.to(device).eval()
+        device = pick_device()
+        net = build_model(dataclasses.replace(model, encoder_weights=None))
+        load_weights(net, fold_dir / unit.weights)
+        model = net.to(device).eval()
         kw = dict(
             normalization=normalization,
             tile_shape=tuple(tile_shape),

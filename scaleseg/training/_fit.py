@@ -24,9 +24,16 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from ..files import atomic_write_json
+from ..executor import current_worker
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
+    from ..models import ModelSpec, Normalization
 
 __all__ = [
     "FoldSpec",
@@ -186,12 +193,7 @@ def format_epoch(event: dict[str, Any]) -> str:
 
 def _report_epoch(event: dict[str, Any]) -> None:
     """Publish an epoch record to the driver (a worker event) or log it here."""
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        worker = None
+    worker = current_worker()
     if worker is not None:
         from ..cluster._observe import EPOCH_TOPIC
 
@@ -221,9 +223,9 @@ def fit_fold(
     spec: FoldSpec,
     out_dir: str | Path,
     *,
-    model_spec: dict[str, Any],
-    train_cfg: dict[str, Any],
-    normalization: dict[str, Any],
+    model: ModelSpec,
+    config: TrainConfig,
+    normalization: Normalization,
     torch_threads: int | None = 1,
     device: str | None = None,
     show_progress: bool = True,
@@ -234,24 +236,23 @@ def fit_fold(
 
     Parameters
     ----------
-    model_spec : dict
-        :class:`scaleseg.models.ModelSpec` as a dict.
-    train_cfg : dict
-        :class:`scaleseg.config.TrainConfig` as a dict.
-    normalization : dict
-        Per-channel mean / std (``Normalization.to_dict()``).
+    model : ModelSpec
+        The members' architecture.
+    config : TrainConfig
+        The training schedule and recipe.
+    normalization : Normalization
+        Per-channel intensity scale, mean and std of the ensemble.
     torch_threads : int, optional
         ``torch.set_num_threads`` for this fold (set deliberately: dask workers run with
         ``OMP_NUM_THREADS=1``). ``None`` leaves torch's setting.
     device : str, optional
         ``"cuda"`` when available, else ``"cpu"``; mixed precision is used on CUDA when
-        ``train_cfg["mixed_precision"]``.
+        ``config.mixed_precision``.
     """
     import torch
     from tqdm.auto import tqdm
 
-    from ..models import ModelSpec, build_loss, build_model, save_weights
-    from ..models._normalize import Normalization
+    from ..models import build_loss, build_model, pick_device, resolve_encoder_weights, save_weights
     from ._data import TileDataset, validation_tiles
 
     out_dir = Path(out_dir)
@@ -262,37 +263,36 @@ def fit_fold(
         from ..cluster import prepare_worker_process
 
         prepare_worker_process(torch_threads)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    use_amp = dev.type == "cuda" and bool(train_cfg.get("mixed_precision", True))
+    dev = pick_device(device)
+    use_amp = dev.type == "cuda" and config.mixed_precision
     torch.manual_seed(spec.seed)
 
-    mspec = ModelSpec.from_dict(model_spec)
+    mspec = model
+    weights_used, _ = resolve_encoder_weights(mspec, warn=False)
     model = build_model(mspec, seed=spec.seed).to(dev)
-    norm = Normalization.from_dict(normalization)
+    norm = normalization
     n_classes = mspec.n_classes
-    loss_fn = build_loss(train_cfg["loss"], n_classes=n_classes, n_extra=mspec.n_extra)
-    tile = tuple(train_cfg["tile_shape"])
+    loss_fn = build_loss(config.loss, n_classes=n_classes, n_extra=mspec.n_extra)
+    tile = tuple(config.tile_shape)
     flows = mspec.n_extra > 0
     dataset = TileDataset(
         spec.train,
         tile_shape=tile,
         n_classes=n_classes,
-        tiles_per_epoch=int(train_cfg["tiles_per_epoch"]),
+        tiles_per_epoch=config.tiles_per_epoch,
         normalization=norm,
-        augment=list(train_cfg["augmentations"]),
+        augment=list(config.augmentations),
         seed=spec.seed,
-        scale=float(train_cfg.get("scale", 1.0)),
+        scale=config.scale,
         flows=flows,
     )
-    valid = validation_tiles(
-        spec.valid, tile_shape=tile, normalization=norm, scale=float(train_cfg.get("scale", 1.0))
-    )
-    bs = int(train_cfg["batch_size"])
+    valid = validation_tiles(spec.valid, tile_shape=tile, normalization=norm, scale=config.scale)
+    bs = config.batch_size
     steps_per_epoch = max(1, -(-len(dataset) // bs))
-    frozen_epochs = int(train_cfg["frozen_epochs"])
-    epochs = int(train_cfg["epochs"])
-    patience = train_cfg.get("early_stopping_patience")
-    lr, wd = float(train_cfg["lr"]), float(train_cfg["weight_decay"])
+    frozen_epochs = config.frozen_epochs
+    epochs = config.epochs
+    patience = config.early_stopping_patience
+    lr, wd = config.lr, config.weight_decay
 
     for stale in out_dir.glob(f".{fold_dir_name(spec.fold)}.partial-*"):
         shutil.rmtree(stale, ignore_errors=True)  # an attempt whose worker died (one at a time)
@@ -300,7 +300,7 @@ def fit_fold(
     tmp.mkdir(parents=True)
     history: list[dict[str, Any]] = []
     best = {"valid_dice": -1.0, "valid_loss": math.inf, "epoch": -1}
-    ema_decay = train_cfg.get("ema")
+    ema_decay = config.ema
     average = WeightAverage(model, float(ema_decay)) if ema_decay is not None else None
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     t_start = time.perf_counter()
@@ -400,8 +400,9 @@ def fit_fold(
             "mixed_precision": use_amp,
             "torch_threads": torch.get_num_threads(),
             "ema": ema_decay,
+            "encoder_weights": weights_used.model_dump(mode="json"),
         }
-        (tmp / FOLD_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        atomic_write_json(tmp / FOLD_FILE, info)
         if final.exists():  # an incomplete earlier attempt (no fold.json): replace it
             shutil.rmtree(final)
         os.replace(tmp, final)

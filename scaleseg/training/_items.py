@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from ..io import EXPERT_PREFIX, ImageRef, join_url, list_labels, location_exists, open_collection
+from ..tables import read_image_list
 from ._data import TrainItem
 
 __all__ = ["GT_LABEL", "items_from_gt", "select_images", "training_items"]
@@ -16,32 +16,20 @@ GT_LABEL = "est_gt"
 def select_images(
     refs: list[ImageRef], names_file: str | None, where: str | None
 ) -> list[ImageRef]:
-    """Keep the images named in ``names_file``: a text file with one name per line, or a CSV
-    with a ``name`` column, optionally filtered by ``where`` (``column=value``)."""
+    """Keep the images named in ``names_file`` (:func:`scaleseg.tables.read_image_list`),
+    optionally filtered by ``where`` (``column=value``); an unknown name is an error."""
     if names_file is None:
         if where:
             raise ValueError("--where needs --images-file (a CSV with the column)")
         return refs
-    path = Path(names_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: image list not found")
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        if not rows or "name" not in rows[0]:
-            raise ValueError(f"{path}: CSV needs a 'name' column")
-        if where:
-            col, _, val = where.partition("=")
-            if col not in rows[0]:
-                raise ValueError(f"{path}: no column {col!r} for --where {where}")
-            rows = [r for r in rows if r[col] == val]
-        names = {r["name"] for r in rows}
-    else:
-        names = {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    names = set(read_image_list(names_file, where=where))
     known = {r.name for r in refs}
     unknown = sorted(names - known)
     if unknown:
-        raise ValueError(f"{path}: images not in the collection: {', '.join(unknown[:10])}")
+        raise ValueError(
+            f"{names_file}: images not in the collection: {', '.join(unknown[:10])}"
+            + (f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else "")
+        )
     return [r for r in refs if r.name in names]
 
 
