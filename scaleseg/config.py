@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -143,12 +143,19 @@ class TrainConfig(_Frozen):
 
 
 class PredictConfig(_Frozen):
-    """Ensemble inference with Gaussian-weighted sliding windows and test-time augmentation."""
+    """Ensemble inference with Gaussian-weighted sliding windows and test-time augmentation.
+
+    ``batch_size`` and ``retries`` are execution options: they change how units run, not what
+    they compute, so a run may resume with other values (they are not part of the run spec).
+    """
 
     tile_shape: Shape2D | None = Field(None, description="None = the ensemble's tile shape")
     overlap: float = Field(0.5, ge=0.0, lt=1.0, description="window overlap as a tile fraction")
     block_shape: Shape2D = (2048, 2048)
-    halo: int | None = Field(None, ge=0, description="None = the window overlap")
+    chunks: Shape2D = Field((512, 512), description="chunk shape of the output arrays")
+    ngff_version: Literal["0.4", "0.5"] = Field(
+        "0.5", description="0.5 (zarr v3, the default) or 0.4 (zarr v2) for older readers"
+    )
     tta: Literal["none", "flips", "dihedral"] = "flips"
     zeta: float = Field(4.0, gt=0, description="uncertainty scale ζ (u in [0, 1] for ζ = 4)")
     batch_size: int | None = Field(
@@ -161,7 +168,16 @@ class PredictConfig(_Frozen):
     write_probabilities: bool = True
     retries: int = Field(2, ge=0)
 
-    _check_block = field_validator("block_shape")(_positive_shape)
+    #: fields that change how units run, not what they compute (left out of run specs)
+    EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = ("batch_size", "retries")
+
+    _check_block = field_validator("block_shape", "chunks")(_positive_shape)
+
+    def for_ensemble(self, tile_shape: tuple[int, int]) -> PredictConfig:
+        """This config with ``tile_shape`` filled in from the ensemble when unset."""
+        if self.tile_shape is not None:
+            return self
+        return self.model_copy(update={"tile_shape": tuple(int(t) for t in tile_shape)})
 
 
 class InstancesConfig(_Frozen):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -30,13 +31,18 @@ __all__ = [
 ]
 
 
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
 def is_remote(url: str | os.PathLike) -> bool:
-    """Whether ``url`` names a location on another file system (``s3://``, ``gs://``, ...)."""
+    """Whether ``url`` is an fsspec URL other than ``file://`` (``s3://``, ``gs://``, ...)."""
     s = str(url)
-    return "://" in s and not s.startswith("file://")
+    return bool(_SCHEME.match(s)) and not s.startswith("file://")
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], *, fsync: bool = False) -> Path:
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[str], Any], *, fsync: bool = False
+) -> Path:
     """Call ``write(tmp_path)`` on a temporary sibling of ``path``, then rename it onto ``path``.
 
     Parameters

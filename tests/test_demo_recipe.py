@@ -18,8 +18,8 @@ import pytest
 from scaleseg import io
 from scaleseg.datasets import demo_config, demo_summary, write_demo_archive
 from scaleseg.gt._outputs import run_gt
+from scaleseg.inference import predict_collection, read_ensemble
 from scaleseg.models import ModelSpec
-from scaleseg.inference import predict_collection, predict_options, read_ensemble
 from scaleseg.training import items_from_gt, train_ensemble
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,8 +57,8 @@ def test_demo_recipe_golden(tmp_path, client):
     assert min(f["valid_dice"] for f in manifest["folds"]) > 0.75
     info = read_ensemble(tmp_path / "ens")
     held_out = [refs[n] for n in table.loc[table["split"] != "train", "name"]]
-    opts = predict_options(info, cfg.predict, chunks=(256, 256), batch_size=4)
-    res = predict_collection(held_out, info, tmp_path / "pred", opts=opts, client=client)
+    opts = cfg.predict.model_copy(update={"chunks": (256, 256), "batch_size": 4})
+    res = predict_collection(held_out, info, tmp_path / "pred", config=opts, client=client)
     images = res["images"].set_index("image")
     assert (images["status"] == "ok").all()
     dice = {}

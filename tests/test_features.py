@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from scaleseg.config import PredictConfig
 from scaleseg.uncertainty import FeatureStats, fit_feature_stats, ledoit_wolf, mahalanobis
 
 
@@ -123,14 +124,13 @@ def test_ood_distance_blocked_equals_whole_and_is_checked(tmp_path, rng):
 
     from scaleseg.inference import (
         predict_collection,
-        predict_options,
         read_ensemble,
         verify_ensemble,
     )
     from scaleseg.io import open_collection, write_image
-    from scaleseg.models import WeightsError
+    from scaleseg.models import ModelSpec, Normalization, WeightsError
     from scaleseg.training import TrainItem
-    from scaleseg.training._features import ensure_fold_features
+    from scaleseg.training._features import FeatureUnit, ensure_fold_features
 
     ens = make_random_ensemble(tmp_path / "ens", n_models=2)
     train = tmp_path / "train" / "t.zarr"
@@ -138,12 +138,14 @@ def test_ood_distance_blocked_equals_whole_and_is_checked(tmp_path, rng):
     m = json.loads((ens / "ensemble.json").read_text())
     for f in m["folds"]:
         f["features"] = ensure_fold_features(
-            ens,
-            f["fold"],
-            "weights.safetensors",
-            [TrainItem(str(train), str(train), "none")],
-            model_spec=m["model"],
-            normalization=m["normalization"],
+            FeatureUnit(
+                str(ens),
+                f["fold"],
+                "weights.safetensors",
+                (TrainItem(str(train), str(train), "none"),),
+            ),  # fmt: skip
+            model=ModelSpec.from_dict(m["model"]),
+            normalization=Normalization.from_dict(m["normalization"]),
             tile_shape=(64, 64),
         )
     assert m["folds"][0]["features"]["n_samples"] == 9  # 3 x 3 windows of 64 over 150 x 130
@@ -156,9 +158,13 @@ def test_ood_distance_blocked_equals_whole_and_is_checked(tmp_path, rng):
         chunks=(32, 32),
     )
     refs = open_collection(tmp_path / "col")
-    opts = predict_options(info, chunks=(32, 32), tile_shape=(64, 64), write_probabilities=False)
-    blocked = predict_collection(refs, info, tmp_path / "b", opts=dict(opts, block_shape=[64, 64]))
-    whole = predict_collection(refs, info, tmp_path / "w", opts=dict(opts, block_shape=[512, 512]))
+    opts = PredictConfig(chunks=(32, 32), tile_shape=(64, 64), write_probabilities=False)
+    blocked = predict_collection(
+        refs, info, tmp_path / "b", config=opts.model_copy(update={"block_shape": (64, 64)})
+    )
+    whole = predict_collection(
+        refs, info, tmp_path / "w", config=opts.model_copy(update={"block_shape": (512, 512)})
+    )
     b, w = blocked["images"].iloc[0], whole["images"].iloc[0]
     assert (b["n_blocks"], w["n_blocks"]) == (6, 1)
     assert np.isfinite(w["ood_distance"]) and w["ood_distance"] > 0
@@ -171,14 +177,14 @@ def test_ood_distance_blocked_equals_whole_and_is_checked(tmp_path, rng):
 
 
 def test_ensemble_without_statistics_gives_nan(tmp_path, rng, tiny_ensemble):
-    from scaleseg.inference import predict_collection, predict_options, read_ensemble
+    from scaleseg.inference import predict_collection, read_ensemble
     from scaleseg.io import open_collection, write_image
 
     info = read_ensemble(tiny_ensemble)
     assert not info.has_feature_stats
     write_image(tmp_path / "c" / "a.zarr", (rng.random((1, 70, 70)) * 255).astype(np.uint8))
-    opts = predict_options(
-        info, chunks=(64, 64), tta="none", block_shape=(512, 512), write_probabilities=False
+    opts = PredictConfig(
+        chunks=(64, 64), tta="none", block_shape=(512, 512), write_probabilities=False
     )
-    table = predict_collection(open_collection(tmp_path / "c"), info, tmp_path / "o", opts=opts)
+    table = predict_collection(open_collection(tmp_path / "c"), info, tmp_path / "o", config=opts)
     assert np.isnan(table["images"]["ood_distance"].iloc[0])

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import scaleseg
 from scaleseg import io
 from scaleseg.cli import main
-from scaleseg.inference import predict_collection, read_ensemble
+from scaleseg.config import InstancesConfig, PredictConfig
 from scaleseg.instances import instance_table, run_instances
 
 
@@ -29,47 +30,26 @@ def predictions(tmp_path_factory, tiny_ensemble):
         io.write_image(
             col / f"{name}.zarr", (rng.random((1, *shape)) * 255).astype(np.uint8), n_levels=1
         )
-    info = read_ensemble(tiny_ensemble)
     outs = {}
     for tag, block, chunks in (("whole", 4096, 256), ("blocked", 64, 32)):
-        opts = {
-            "tile_shape": [64, 64],
-            "overlap": 0.5,
-            "tta": "none",
-            "batch_size": 4,
-            "zeta": 4.0,
-            "block_shape": [block, block],
-            "chunks": [chunks, chunks],
-            "write_probabilities": True,
-            "probabilities_dtype": "float32",
-            "ngff_version": "0.5",
-        }
-        from scaleseg.tables import write_table
-
-        table = predict_collection(io.open_collection(col), info, root / tag, opts=opts)["images"]
-        write_table(table, root / tag / "images", ["parquet"])
-        import json
-
-        (root / tag / "predict_state.json").write_text(json.dumps({"ensemble": str(tiny_ensemble)}))
+        opts = PredictConfig(
+            tile_shape=(64, 64), tta="none", batch_size=4, block_shape=(block, block),
+            chunks=(chunks, chunks), probabilities_dtype="float32",
+        )  # fmt: skip
+        scaleseg.predict(col, tiny_ensemble, root / tag, config=opts, progress=False)
         outs[tag] = (root / tag, block)
     return outs
 
 
 def _params(method, halo=16):
-    return {
-        "method": method,
-        "min_size": 0,
-        "flow_threshold": 0.4,
-        "cellpose_model": None,
-        "diameter": None,
-        "halo": halo,
-    }
+    return {"config": InstancesConfig(method=method, min_size=0, halo=halo), "n_classes": 2,
+            "has_flows": method == "flows"}  # fmt: skip
 
 
 def test_components_blocked_equals_whole(predictions):
     (whole, bw), (blocked, bb) = predictions["whole"], predictions["blocked"]
-    rw = run_instances(whole, params=_params("components"), block_shape=(bw, bw))
-    rb = run_instances(blocked, params=_params("components"), block_shape=(bb, bb))
+    rw = run_instances(whole, **_params("components"), block_shape=(bw, bw))
+    rb = run_instances(blocked, **_params("components"), block_shape=(bb, bb))
     for name in ("p", "q"):
         a = io.open_labels(whole / "images" / f"{name}.zarr", "instances").values
         b = io.open_labels(blocked / "images" / f"{name}.zarr", "instances").values
@@ -94,10 +74,8 @@ def test_watershed_blocked_close_to_whole(predictions):
     from scaleseg.metrics import match_instances
 
     (whole, bw), (blocked, bb) = predictions["whole"], predictions["blocked"]
-    run_instances(whole, params=_params("watershed"), block_shape=(bw, bw), overwrite=True)
-    run_instances(
-        blocked, params=_params("watershed", halo=24), block_shape=(bb, bb), overwrite=True
-    )
+    run_instances(whole, **_params("watershed"), block_shape=(bw, bw), overwrite=True)
+    run_instances(blocked, **_params("watershed", halo=24), block_shape=(bb, bb), overwrite=True)
     a = io.open_labels(whole / "images" / "p.zarr", "instances").values
     b = io.open_labels(blocked / "images" / "p.zarr", "instances").values
     m = match_instances(b, a, threshold=0.9)
@@ -162,11 +140,7 @@ def test_rois_export_import_cli(predictions, tmp_path, capsys):
 
 def test_flows_ensemble_end_to_end(tmp_path):
     """An ensemble with flow outputs: predict writes flows; the flows method builds masks."""
-    import json
-
     from conftest import make_random_ensemble
-
-    from scaleseg.tables import write_table
 
     ens = make_random_ensemble(tmp_path / "ens", n_extra=2, n_models=1)
     col = tmp_path / "col"
@@ -175,26 +149,14 @@ def test_flows_ensemble_end_to_end(tmp_path):
         (np.random.default_rng(0).random((1, 80, 80)) * 255).astype(np.uint8),
         n_levels=1,
     )
-    opts = {
-        "tile_shape": [64, 64],
-        "overlap": 0.5,
-        "tta": "flips",
-        "batch_size": 4,
-        "zeta": 4.0,
-        "block_shape": [4096, 4096],
-        "chunks": [256, 256],
-        "write_probabilities": True,
-        "probabilities_dtype": "float32",
-        "ngff_version": "0.5",
-    }
-    table = predict_collection(
-        io.open_collection(col), read_ensemble(ens), tmp_path / "out", opts=opts
-    )["images"]
-    write_table(table, tmp_path / "out" / "images", ["parquet"])
-    (tmp_path / "out" / "predict_state.json").write_text(json.dumps({"ensemble": str(ens)}))
+    opts = PredictConfig(
+        tile_shape=(64, 64), tta="flips", batch_size=4, block_shape=(4096, 4096),
+        chunks=(256, 256), probabilities_dtype="float32",
+    )  # fmt: skip
+    scaleseg.predict(col, ens, tmp_path / "out", config=opts, progress=False)
     flows = io.open_image(tmp_path / "out" / "images" / "f.zarr" / "flows").values
     assert flows.shape == (2, 80, 80) and np.isfinite(flows).all()
-    res = run_instances(tmp_path / "out", params=_params("flows"))
+    res = run_instances(tmp_path / "out", **_params("flows"))
     lab = io.open_labels(tmp_path / "out" / "images" / "f.zarr", "instances").values
     sem = io.open_labels(tmp_path / "out" / "images" / "f.zarr", "semantic").values
     assert not np.any((lab > 0) & (sem == 0))  # instances only on predicted foreground

@@ -12,22 +12,16 @@ import pytest
 from scaleseg import io
 from scaleseg.cli import main
 from scaleseg.inference import predict_collection, read_ensemble
-from scaleseg.inference._lazy import predict
+from scaleseg.inference import predict_lazy as predict
 
 
 def _opts(block, chunks=(32, 32), tta="flips"):
-    return {
-        "tile_shape": [64, 64],
-        "overlap": 0.5,
-        "tta": tta,
-        "batch_size": 4,
-        "zeta": 4.0,
-        "block_shape": list(block),
-        "chunks": list(chunks),
-        "write_probabilities": True,
-        "probabilities_dtype": "float32",
-        "ngff_version": "0.5",
-    }
+    from scaleseg.config import PredictConfig
+
+    return PredictConfig(
+        tile_shape=(64, 64), tta=tta, batch_size=4, block_shape=tuple(block),
+        chunks=tuple(chunks), probabilities_dtype="float32",
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +47,10 @@ def test_blocked_equals_whole_image(collection, tiny_ensemble, tmp_path):
     info = read_ensemble(tiny_ensemble)
     refs = io.open_collection(collection)
     whole = predict_collection(
-        refs, info, tmp_path / "whole", opts=_opts((4096, 4096), chunks=(256, 256))
+        refs, info, tmp_path / "whole", config=_opts((4096, 4096), chunks=(256, 256))
     )
     blocked = predict_collection(
-        refs, info, tmp_path / "blocked", opts=_opts((64, 64), chunks=(64, 64))
+        refs, info, tmp_path / "blocked", config=_opts((64, 64), chunks=(64, 64))
     )
     assert (blocked["images"]["n_blocks"] > 1).all() and (whole["images"]["n_blocks"] == 1).all()
     for name in ("a", "b"):
@@ -87,7 +81,9 @@ def test_image_smaller_than_the_tile_equals_its_reflected_padding(tiny_ensemble,
     io.write_image(col / "small.zarr", small, chunks=(32, 32), n_levels=1)
     io.write_image(col / "padded.zarr", padded, chunks=(32, 32), n_levels=1)
     info = read_ensemble(tiny_ensemble)
-    res = predict_collection(io.open_collection(col), info, tmp_path / "out", opts=_opts((64, 64)))
+    res = predict_collection(
+        io.open_collection(col), info, tmp_path / "out", config=_opts((64, 64))
+    )
     assert (res["images"]["status"] == "ok").all()
     us, ps, ls = _read_outputs(tmp_path / "out", "small")
     up, pp, lp = _read_outputs(tmp_path / "out", "padded")
@@ -100,7 +96,7 @@ def test_image_smaller_than_the_tile_equals_its_reflected_padding(tiny_ensemble,
 def test_lazy_api_matches_batch(collection, tiny_ensemble, tmp_path):
     info = read_ensemble(tiny_ensemble)
     ref = io.open_collection(collection / "a.zarr")[0]
-    res = predict_collection([ref], info, tmp_path / "o", opts=_opts((64, 64)))
+    res = predict_collection([ref], info, tmp_path / "o", config=_opts((64, 64)))
     ds = predict(collection / "a.zarr", tiny_ensemble, block_shape=(48, 48))
     assert ds.labels.dims == ("y", "x") and ds.probabilities.shape == (2, 131, 97)
     u, _, labels = _read_outputs(tmp_path / "o", "a")
@@ -282,8 +278,8 @@ def test_on_cluster_and_plate(tmp_path, tiny_ensemble, client):
         )
     refs = io.open_collection(tmp_path / "plate.zarr")
     info = read_ensemble(tiny_ensemble)
-    local = predict_collection(refs, info, tmp_path / "local", opts=_opts((64, 64)))
-    dist = predict_collection(refs, info, tmp_path / "dist", opts=_opts((64, 64)), client=client)
+    local = predict_collection(refs, info, tmp_path / "local", config=_opts((64, 64)))
+    dist = predict_collection(refs, info, tmp_path / "dist", config=_opts((64, 64)), client=client)
     assert list(dist["images"]["status"]) == ["ok", "ok"]
     np.testing.assert_allclose(dist["images"]["U"], local["images"]["U"], atol=1e-6)
     for r in refs:

@@ -19,11 +19,9 @@ NAMES = ("img0", "img1", "img2", "img3", "ood0")
 
 
 def _opts():
-    from scaleseg.inference import predict_options
+    from scaleseg.config import PredictConfig
 
-    return predict_options(
-        tile_shape=(64, 64), tta="none", block_shape=(4096, 4096), chunks=(64, 64)
-    )
+    return PredictConfig(tile_shape=(64, 64), tta="none", block_shape=(4096, 4096), chunks=(64, 64))
 
 
 def fitted_ensemble(path: Path, *, n_models: int = 2) -> Path:
@@ -88,7 +86,7 @@ def make_prediction(root: Path, ensemble: Path, *, names=NAMES, shape=(96, 96)) 
         io.write_labels(url, "truth", mask.astype(np.uint8), chunks=(64, 64))
     info = read_ensemble(ensemble)
     pred = root / "pred"
-    res = predict_collection(io.open_collection(col), info, pred, opts=_opts())
+    res = predict_collection(io.open_collection(col), info, pred, config=_opts())
     table = res["images"]
     i3 = table.index[table["image"] == names[3]][0]
     table.loc[i3, ["U", "U_epistemic"]] = np.nan

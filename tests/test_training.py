@@ -26,7 +26,6 @@ SPEC = {
 }
 
 
-
 def _spec(d):
     from scaleseg.models import ModelSpec
 
@@ -85,8 +84,12 @@ def _weights(path):
 def test_parallel_equals_sequential_resume_and_artifact(archive, tmp_path, client):
     items = _items(archive)
     cfg = _cfg()
-    seq = train_ensemble(items, tmp_path / "seq", model=_spec(SPEC), config=cfg).model_dump(mode="json")
-    par = train_ensemble(items, tmp_path / "par", model=_spec(SPEC), config=cfg, client=client).model_dump(mode="json")
+    seq = train_ensemble(items, tmp_path / "seq", model=_spec(SPEC), config=cfg).model_dump(
+        mode="json"
+    )
+    par = train_ensemble(
+        items, tmp_path / "par", model=_spec(SPEC), config=cfg, client=client
+    ).model_dump(mode="json")
     assert [f["sha256"] for f in seq["folds"]] == [f["sha256"] for f in par["folds"]]
     # encoder-feature statistics per fold (one task each on the cluster): equal up to the
     # summation order of multi-threaded BLAS in this process vs single-threaded workers
@@ -129,7 +132,9 @@ def test_loaded_artifact_reproduces_validation(archive, tmp_path):
 
     items = _items(archive)
     cfg = _cfg(epochs=2)
-    manifest = train_ensemble(items, tmp_path / "ens", model=_spec(SPEC), config=cfg).model_dump(mode="json")
+    manifest = train_ensemble(items, tmp_path / "ens", model=_spec(SPEC), config=cfg).model_dump(
+        mode="json"
+    )
     norm = Normalization.from_dict(manifest["normalization"])
     by_name = {i.name: i for i in items}
     for f in manifest["folds"]:
@@ -189,7 +194,10 @@ def test_train_cli_and_export(archive, tmp_path, capsys):
     assert run["summary"]["encoder_weights"]["source"] == "random"
     manifest = (out / "ensemble.json").read_bytes()
     assert json.loads(manifest)["encoder_weights"] == {
-        "requested": None, "source": "random", "path": None, "sha256": None
+        "requested": None,
+        "source": "random",
+        "path": None,
+        "sha256": None,
     }
     assert main(argv) == 0  # a finished ensemble, same request: nothing is trained again
     assert "every fold was already trained" in capsys.readouterr().out

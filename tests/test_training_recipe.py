@@ -23,7 +23,6 @@ SPEC = {
 }
 
 
-
 def _spec(d):
     from scaleseg.models import ModelSpec
 
@@ -126,7 +125,9 @@ def test_history_is_written_after_every_epoch_and_logged(items, tmp_path, monkey
 
     monkeypatch.setattr(_fit, "_report_epoch", spy)
     with caplog.at_level(logging.INFO, logger="scaleseg.train"):
-        manifest = train_ensemble(items, tmp_path / "ens", model=_spec(SPEC), config=_cfg()).model_dump(mode="json")
+        manifest = train_ensemble(
+            items, tmp_path / "ens", model=_spec(SPEC), config=_cfg()
+        ).model_dump(mode="json")
     assert seen == [1, 2, 3]  # the partial folder's history grows one row per epoch
     lines = [r.getMessage() for r in caplog.records if r.name == "scaleseg.train"]
     assert sum(m.startswith("fold 0 epoch") for m in lines) == 3
@@ -151,7 +152,6 @@ def test_epoch_lines_reach_the_driver_from_workers(items, tmp_path, client, capl
     assert fold["torch_threads"] == 1 and fold["ema"] == 0.99
 
 
-
 @pytest.mark.parametrize(
     "results, best_epoch",
     [
@@ -160,14 +160,15 @@ def test_epoch_lines_reach_the_driver_from_workers(items, tmp_path, client, capl
         ([(0.30, 0.5), (0.20, 0.7), (0.10, 0.6)], 1),  # a higher Dice wins over a lower loss
     ],
 )
-def test_best_checkpoint_breaks_dice_ties_by_loss(items, tmp_path, monkeypatch, results, best_epoch):
+def test_best_checkpoint_breaks_dice_ties_by_loss(
+    items, tmp_path, monkeypatch, results, best_epoch
+):
     """The weights kept are those of the best epoch, with a Dice tie broken by the validation
     loss: a fold whose Dice is still 0 must not keep its first, untrained epoch."""
     import torch
 
     from scaleseg.models import read_weights
-    from scaleseg.training import FoldSpec, fit_fold, normalization_from_items
-    from scaleseg.training import _fit
+    from scaleseg.training import FoldSpec, _fit, fit_fold, normalization_from_items
 
     queue = list(results)
     states = []
@@ -190,6 +191,7 @@ def test_best_checkpoint_breaks_dice_ties_by_loss(items, tmp_path, monkeypatch, 
     assert all(torch.equal(kept[k], states[best_epoch][k]) for k in kept)
     assert not all(torch.equal(kept[k], states[best_epoch - 1][k]) for k in kept)
 
+
 def test_format_epoch():
     line = format_epoch(
         {"fold": 2, "epoch": 0, "epochs_total": 5, "phase": "frozen", "train_loss": 0.5,
@@ -211,7 +213,9 @@ def test_threshold_is_the_largest_held_out_distance(items, tmp_path):
     from scaleseg.models import ModelSpec, Normalization, build_model, load_weights
 
     ens = tmp_path / "ens"
-    manifest = train_ensemble(items, ens, model=_spec(SPEC), config=_cfg(epochs=1)).model_dump(mode="json")
+    manifest = train_ensemble(items, ens, model=_spec(SPEC), config=_cfg(epochs=1)).model_dump(
+        mode="json"
+    )
     norm = Normalization.from_dict(manifest["normalization"])
     by_name = {i.name: i for i in items}
     pooled = []

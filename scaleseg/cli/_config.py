@@ -17,10 +17,10 @@ def register(sub) -> None:
     exp = csub.add_parser("export", help="write the defaults to FILE as JSON")
     exp.add_argument("file")
     exp.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=run, record=False)
+    p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, cfg, record) -> int:
+def run(args: argparse.Namespace, cfg) -> int:
     from ..config import STAGES, load_config, save_config
     from ._common import CLIError
 

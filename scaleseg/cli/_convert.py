@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_cluster_args, add_config_arg, client_from_args, progress_bar, say
+from ._common import add_cluster_args, add_config_arg, client_from_args, say
 
 
 def register(sub) -> None:
@@ -28,35 +28,15 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, cfg, record) -> int:
-    from ..io import convert_folder, plan_conversion
+def run(args: argparse.Namespace, cfg) -> int:
+    from .. import convert
 
     cfg = cfg.updated("convert", chunks=args.chunks, n_levels=args.levels, ngff_version=args.ngff)
-    record.set_config(cfg)
-    c = cfg.convert
-    items, _ = plan_conversion(args.images, masks=args.masks, mask_suffix=args.mask_suffix)
-    record.add_input(args.images, name="images")
-    if args.masks:
-        record.add_input(args.masks, name="masks")
-    with client_from_args(args) as client, progress_bar(len(items), "convert") as bar:
-        result = convert_folder(
-            args.images,
-            args.output,
-            masks=args.masks,
-            mask_suffix=args.mask_suffix,
-            chunks=c.chunks,
-            n_levels=c.n_levels,
-            ngff_version=c.ngff_version,
-            overwrite=args.overwrite,
-            client=client,
-            progress=bar.update,
-        )
-    for w in result["warnings"]:
-        say(f"warning: {w}")
-    experts = sorted({e for r in result["images"] for e in r["experts"].split(";") if e})
-    record.add_output(result["out"], name="collection")
-    record.set_summary(images=len(result["images"]), experts=experts, warnings=result["warnings"])
-    say(
-        f"Wrote {len(result['images'])} images to {result['out']} (experts: {', '.join(experts) or 'none'})"
-    )
+    with client_from_args(args) as client:
+        result = convert(
+            args.images, args.output, masks=args.masks, mask_suffix=args.mask_suffix,
+            config=cfg.convert, client=client, overwrite=args.overwrite, argv=args.argv,
+        )  # fmt: skip
+    for line in result.summary():
+        say(line)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_cluster_args, client_from_args, progress_bar, say
+from ._common import add_cluster_args, client_from_args, say
 
 
 def register(sub) -> None:
@@ -42,28 +42,16 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, cfg, record) -> int:
-    from ..datasets import write_demo_archive
+def run(args: argparse.Namespace, cfg) -> int:
+    from .. import demo_data
 
-    total = args.images + args.ood
-    with client_from_args(args) as client, progress_bar(total, "demo-data") as bar:
-        result = write_demo_archive(
-            args.output,
-            n_images=args.images,
-            n_ood=args.ood,
-            shape=tuple(args.size),
-            n_experts=args.experts,
-            seed=args.seed,
-            snr=tuple(args.snr),
-            test_fraction=args.test_fraction,
-            ngff_version=args.ngff,
-            overwrite=args.overwrite,
-            client=client,
-            progress=bar.update,
-        )
-    table = result["table"]
-    record.add_output(result["collection"], name="collection")
-    record.set_summary(images=len(table), splits=table["split"].value_counts().to_dict())
-    counts = ", ".join(f"{k}: {v}" for k, v in table["split"].value_counts().sort_index().items())
-    say(f"Wrote {len(table)} images to {result['collection']} ({counts}); table {result['csv']}")
+    with client_from_args(args) as client:
+        result = demo_data(
+            args.output, n_images=args.images, n_ood=args.ood, shape=tuple(args.size),
+            n_experts=args.experts, seed=args.seed, snr=tuple(args.snr),
+            test_fraction=args.test_fraction, ngff_version=args.ngff, client=client,
+            overwrite=args.overwrite, argv=args.argv,
+        )  # fmt: skip
+    for line in result.summary():
+        say(line)
     return 0

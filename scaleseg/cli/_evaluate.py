@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_cluster_args, add_config_arg, client_from_args, progress_bar, say
+from ._common import CLIError, add_cluster_args, add_config_arg, client_from_args, say
 
 _INSTANCES_GIVEN = ("pred", "ref", "both")
 
@@ -63,79 +63,22 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, cfg, record) -> int:
-    from ..evaluation import (
-        ALL_EXPERTS,
-        check_output_dir,
-        evaluate,
-        resolve_source,
-        write_evaluation,
-    )
+def run(args: argparse.Namespace, cfg) -> int:
+    from .. import evaluate
 
-    check_output_dir(args.output, overwrite=args.overwrite)
     if args.experts and args.no_experts:
-        raise ValueError("--experts and --no-experts exclude each other")
-    n_classes = args.n_classes if args.n_classes is not None else cfg.gt.n_classes
-    min_size = args.min_size if args.min_size is not None else cfg.gt.min_size
-    given = args.instances_given or ""
-    pred = resolve_source(
-        args.pred,
-        label=args.pred_label,
-        suffix=args.pred_suffix,
-        instances=given in ("pred", "both"),
-    )
-    ref = resolve_source(
-        args.ref, label=args.ref_label, suffix=args.ref_suffix, instances=given in ("ref", "both")
-    )
-    experts = None
-    if args.no_experts:
-        experts = False
-    elif args.experts:
-        experts = resolve_source(args.experts, label=ALL_EXPERTS, suffix=args.experts_suffix)
-    for name, loc in (("pred", args.pred), ("ref", args.ref), ("experts", args.experts)):
-        if loc and record is not None:
-            record.add_input(loc, name=name)
-    n_images = len(set(pred.items) & set(ref.items))
-    with client_from_args(args) as client, progress_bar(n_images, "evaluate") as bar:
+        raise CLIError("--experts and --no-experts exclude each other")
+    with client_from_args(args) as client:
         result = evaluate(
-            pred,
-            ref,
-            kind=args.kind,
-            n_classes=n_classes,
-            min_size=min_size,
-            experts=experts,
-            client=client,
-            progress=bar.update,
-        )
-    written = write_evaluation(result, args.output, args.formats, overwrite=args.overwrite)
-    for w in result["warnings"]:
-        say(f"warning: {w}")
-    per_image, summary = result["per_image"], result["summary"]
-    scored = per_image[per_image["missing"].isna()]
-    headline = result["headline"]
-    relative = {}
-    if "relative_performance" in per_image:
-        relative = scored["relative_performance"].dropna().value_counts().to_dict()
-    if record is not None:
-        for name, paths in written.items():
-            for path in paths:
-                record.add_output(path, name=f"{name}{path.suffix}")
-        means = summary[summary["metric"] == headline].set_index("reference")["mean"]
-        record.set_summary(
-            images=int(scored["image"].nunique()),
-            missing=int(per_image["missing"].notna().sum()),
-            kind=args.kind,
-            n_classes=n_classes,
-            min_size=min_size,
-            headline=headline,
-            mean=means.to_dict(),
-            relative_performance=relative,
-            warnings=result["warnings"],
-        )
-    for ref_name, grp in scored.groupby("reference", sort=False):
-        v = grp[headline]
-        say(f"{ref_name}: mean {headline} {v.mean():.4f} (median {v.median():.4f}, n={len(v)})")
-    if relative:
-        say("prediction vs experts: " + "; ".join(f"{n} {k}" for k, n in relative.items()))
-    say(f"Wrote {', '.join(sorted(written))} to {args.output}")
+            args.pred, args.ref, args.output, pred_label=args.pred_label,
+            ref_label=args.ref_label, pred_suffix=args.pred_suffix, ref_suffix=args.ref_suffix,
+            kind=args.kind, instances_given=args.instances_given,
+            experts=False if args.no_experts else args.experts,
+            experts_suffix=args.experts_suffix,
+            n_classes=args.n_classes if args.n_classes is not None else cfg.gt.n_classes,
+            min_size=args.min_size if args.min_size is not None else cfg.gt.min_size,
+            formats=args.formats, client=client, overwrite=args.overwrite, argv=args.argv,
+        )  # fmt: skip
+    for line in result.summary():
+        say(line)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import CLIError, add_cluster_args, add_config_arg, client_from_args, progress_bar, say
+from ._common import CLIError, add_cluster_args, add_config_arg, client_from_args, say
 
 
 def register(sub) -> None:
@@ -50,65 +50,21 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, cfg, record) -> int:
-    from ..gt._collection import mask_sets
-    from ..gt._outputs import run_gt
-    from ..io import open_collection
+def run(args: argparse.Namespace, cfg) -> int:
+    from .. import estimate_gt
 
     if bool(args.input) == bool(args.masks):
         raise CLIError("give either an INPUT collection or --masks FOLDER (not both)")
     cfg = cfg.updated(
-        "gt",
-        method=args.method,
-        undecided=args.undecided,
-        n_classes=args.n_classes,
-        min_size=args.min_size,
-        instance_scores=args.instance_scores,
-    )
-    record.set_config(cfg)
-    g = cfg.gt
-    if args.masks:
-        sources = mask_sets(args.masks, suffix=args.mask_suffix)
-        record.add_input(args.masks, name="masks")
-    else:
-        sources = open_collection(args.input)
-        record.add_input(args.input, name="collection")
-    with client_from_args(args) as client, progress_bar(len(sources), "gt") as bar:
-        res = run_gt(
-            sources,
-            args.output,
-            formats=args.formats,
-            overwrite=args.overwrite,
-            client=client,
-            progress=bar.update,
-            method=g.method,
-            undecided=g.undecided,
-            staple_threshold=g.staple_threshold,
-            n_classes=g.n_classes,
-            min_size=g.min_size,
-            instance_scores=g.instance_scores,
-        )
-    ds = res["dataset"]
-    record.add_output(res["out"], name="gt")
-    record.set_summary(
-        **{k: v for k, v in ds.items() if k != "skipped"}, skipped=len(ds["skipped"])
-    )
-    say(
-        f"Estimated the GT ({g.method}) of {ds['estimated']} / {ds['images']} images -> {res['out']}"
-    )
-    for s in ds["skipped"]:
-        say(f"  skipped {s['image']}: {s['reason']}")
-    cb = ds["consensus_bound"]
-    mrange = ds["expert_map_range"]
-    say(
-        f"  mean pairwise expert Dice {ds['mean_pairwise_expert_dice']:.3f}; expert Dice range "
-        f"{ds['expert_dice_range'][0]:.3f}-{ds['expert_dice_range'][1]:.3f}; "
-        + (f"mAP range {mrange[0]:.3f}-{mrange[1]:.3f}" if mrange else "no instance scores")
-    )
-    if cb is not None:
-        say(
-            f"  consensus bound: mean pairwise error rate {cb['mean_pairwise_error_rate']:.3f} -> "
-            f"consensus error ~ {cb['consensus_error_rate']:.3f}"
-        )
-    say(res["expert_summary"].to_string(index=False))
+        "gt", method=args.method, undecided=args.undecided, n_classes=args.n_classes,
+        min_size=args.min_size, instance_scores=args.instance_scores,
+    )  # fmt: skip
+    with client_from_args(args) as client:
+        result = estimate_gt(
+            args.input, args.output, masks=args.masks, mask_suffix=args.mask_suffix,
+            config=cfg.gt, formats=args.formats, client=client, overwrite=args.overwrite,
+            argv=args.argv,
+        )  # fmt: skip
+    for line in result.summary():
+        say(line)
     return 0

@@ -13,10 +13,10 @@ def register(sub) -> None:
     )
     p.add_argument("input", help="OME-Zarr image, HCS plate or collection folder / URL")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=run, record=False)
+    p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, cfg, record) -> int:
+def run(args: argparse.Namespace, cfg) -> int:
     from ..io import image_info, open_collection
 
     refs = open_collection(args.input)

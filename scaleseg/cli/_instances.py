@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_cluster_args, add_config_arg, client_from_args, progress_bar, say
+from ._common import add_cluster_args, add_config_arg, client_from_args, say
 
 
 def add_method_args(p: argparse.ArgumentParser) -> None:
@@ -42,34 +42,23 @@ def register(sub) -> None:
         "--method", required=True, choices=["components", "watershed", "flows", "cellpose"]
     )
     add_method_args(p)
-    p.add_argument("--overwrite", action="store_true", help="replace existing labels/instances")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace instances made with other settings"
+    )
     add_config_arg(p)
     add_cluster_args(p, default_local=False)
-    p.set_defaults(func=run, output_attr="prediction", record_name="run_instances.json")
+    p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, cfg, record) -> int:
-    from ..instances import method_params, run_instances
+def run(args: argparse.Namespace, cfg) -> int:
+    from .. import segment_instances
 
     cfg = instances_config(cfg, args, args.method)
-    record.set_config(cfg)
-    with client_from_args(args) as client, progress_bar(None, "instances") as bar:
-        res = run_instances(
-            args.prediction,
-            params=method_params(cfg.instances),
-            block_shape=tuple(cfg.predict.block_shape),
-            overwrite=args.overwrite,
-            client=client,
-            progress=bar.update,
-        )
-    report(res, args.prediction, record)
+    with client_from_args(args) as client:
+        result = segment_instances(
+            args.prediction, config=cfg.instances, client=client, overwrite=args.overwrite,
+            argv=args.argv,
+        )  # fmt: skip
+    for line in result.summary():
+        say(line)
     return 0
-
-
-def report(res, where, record) -> None:
-    images = res["images"]
-    ok = images[images["status"] == "ok"]
-    record.set_summary(instances=int(ok["n_instances"].sum()), images=len(ok))
-    say(
-        f"{int(ok['n_instances'].sum())} instances in {len(ok)} images -> {where}/instances.parquet"
-    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import CLIError, add_cluster_args, add_config_arg, client_from_args, progress_bar, say
+from ._common import add_cluster_args, add_config_arg, client_from_args, say
 
 
 def register(sub) -> None:
@@ -66,91 +66,20 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, cfg, record) -> int:
-    from ..qa import check_qa_output, run_qa
+def run(args: argparse.Namespace, cfg) -> int:
+    from .. import check_quality
 
-    if args.test_where and not args.test_images:
-        raise CLIError("--test-where needs --test-images")
-    if args.test_images and not args.evaluation:
-        raise CLIError("--test-images needs --evaluation (the scores of the test images)")
     cfg = cfg.updated(
-        "qa",
-        metric=args.metric,
-        tau=args.tau,
-        umin=args.umin,
-        ood_threshold=args.ood_threshold,
-        score=args.score,
-        top_n=args.top,
-    )
-    record.set_config(cfg)
-    q = cfg.qa
-    check_qa_output(args.output, args.prediction, overwrite=args.overwrite)
-    for name in ("prediction", "evaluation", "ood_labels", "test_images"):
-        loc = getattr(args, name)
-        if loc:
-            record.add_input(loc, name=name)
-    with client_from_args(args) as client, progress_bar(q.top_n, "thumbnails") as bar:
-        res = run_qa(
-            args.prediction,
-            args.output,
-            evaluation=args.evaluation,
-            metric=q.metric,
-            tau=q.tau,
-            umin=q.umin,
-            ood_threshold=q.ood_threshold,
-            score=q.score,
-            reference=args.reference,
-            test_images=args.test_images,
-            test_where=args.test_where,
-            ood_labels=args.ood_labels,
-            top_n=q.top_n,
-            overwrite=args.overwrite,
-            formats=args.formats,
-            client=client,
-            progress=bar.update,
-        )
-    info, ood = res["info"], res["ood"]
-    for name, path in res["written"].items():
-        record.add_output(path, name=name)
-    best = {}
-    overall = ood[ood["ood_kind"] == "all"] if len(ood) else ood
-    for _, r in overall.iterrows():
-        best[r["score"]] = {"auroc": r["auroc"], "auprc": r["auprc"]}
-    record.set_summary(
-        images=info["n_images"],
-        review=info["n_review"],
-        unknown=info["n_unknown"],
-        umin=info["umin"],
-        umin_source=info["umin_source"],
-        pearson_r=info["pearson_r"],
-        ood=best,
-    )
-    if info["umin_source"] == "none":
-        say(f"Umin unknown: {info['umin_reason']}; the U rule cannot flag")
-    else:
-        say(
-            f"Umin {info['umin']:.4f} ({info['umin_source']}; {info['n_below']} of "
-            f"{info['n_test']} test images with {q.metric} < {q.tau:g}; Pearson r of {q.score} "
-            f"{info['pearson_r']:.3f})"
-        )
-    thr = info["distance_threshold"]
-    say(
-        "distance rule: "
-        + (
-            f"ood_distance >= {thr:.4g} ({info['distance_threshold_source']})"
-            if thr == thr
-            else "off (the ensemble has no calibrated threshold)"
-        )
-    )
-    say(
-        f"{info['n_review']} of {info['n_images']} images flagged for review "
-        f"({q.score} rule {info['n_review_u']}, distance rule {info['n_review_distance']})"
-    )
-    for score, v in best.items():
-        say(f"  OOD by {score}: AUROC {v['auroc']:.3f}, AUPRC {v['auprc']:.3f}")
-    table = res["images"]
-    cols = [c for c in ("qa_rank", "image", "U", q.score, "review", "review_rule") if c in table]
-    cols = list(dict.fromkeys(cols))
-    say(table[cols].head(10).to_string(index=False))
-    say(f"Report: {res['report']}")
+        "qa", metric=args.metric, tau=args.tau, umin=args.umin, ood_threshold=args.ood_threshold,
+        score=args.score, top_n=args.top,
+    )  # fmt: skip
+    with client_from_args(args) as client:
+        result = check_quality(
+            args.prediction, args.output, config=cfg.qa, evaluation=args.evaluation,
+            reference=args.reference, test_images=args.test_images, test_where=args.test_where,
+            ood_labels=args.ood_labels, formats=args.formats, client=client,
+            overwrite=args.overwrite, argv=args.argv,
+        )  # fmt: skip
+    for line in result.summary():
+        say(line)
     return 0

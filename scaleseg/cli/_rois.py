@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ._common import CLIError, say
 
@@ -20,7 +19,7 @@ def register(sub) -> None:
     ex.add_argument("prediction", help="output folder of `scaleseg predict` with instances")
     ex.add_argument("--output", help="folder for the zips (default: <prediction>/rois)")
     ex.add_argument("--overwrite", action="store_true")
-    ex.set_defaults(func=run_export, output_attr="prediction", record_name="run_rois.json")
+    ex.set_defaults(func=run_export)
     im = rsub.add_parser(
         "import",
         help="rasterise an edited ROI zip into a label image",
@@ -34,62 +33,25 @@ def register(sub) -> None:
     im.add_argument("--tiff", help="write a uint32 TIFF label image instead")
     im.add_argument("--semantic", action="store_true", help="write 0/1 foreground instead of ids")
     im.add_argument("--overwrite", action="store_true")
-    im.set_defaults(func=run_import, record=False)
+    im.set_defaults(func=run_import)
 
 
-def run_export(args: argparse.Namespace, cfg, record) -> int:
-    import pandas as pd
+def run_export(args: argparse.Namespace, cfg) -> int:
+    from .. import export_roi_sets
 
-    from ..instances import export_rois
-    from ..io import open_labels, safe_name
-
-    pred = Path(args.prediction)
-    table = pred / "instances.parquet"
-    if not table.is_file():
-        raise CLIError(
-            f"{pred}: no instances.parquet (run `scaleseg instances` or predict --instances)"
-        )
-    inst = pd.read_parquet(table)
-    images = pd.read_parquet(pred / "images.parquet")
-    out = Path(args.output) if args.output else pred / "rois"
-    out.mkdir(parents=True, exist_ok=True)
-    n = 0
-    for _, row in images[images["status"] == "ok"].iterrows():
-        labels = open_labels(row["output"], "instances").values
-        sub = inst[inst["image"] == row["image"]]
-        scores = dict(zip(sub["label"].astype(int), sub["mean_uncertainty"].astype(float)))
-        export_rois(
-            labels, out / f"{safe_name(row['image'])}.zip", scores=scores, overwrite=args.overwrite
-        )
-        n += 1
-    record.set_summary(images=n)
-    say(f"wrote {n} ROI sets to {out}")
+    result = export_roi_sets(args.prediction, args.output, overwrite=args.overwrite, argv=args.argv)
+    for line in result.summary():
+        say(line)
     return 0
 
 
-def run_import(args: argparse.Namespace, cfg, record) -> int:
-    import numpy as np
-
-    from ..instances import import_rois
-    from ..io import open_image, to_cyx, write_labels
+def run_import(args: argparse.Namespace, cfg) -> int:
+    from .. import import_roi_set
 
     if bool(args.label) == bool(args.tiff):
         raise CLIError("give exactly one of --label NAME or --tiff FILE")
-    shape = tuple(int(s) for s in to_cyx(open_image(args.image)).shape[1:])
-    labels, table = import_rois(args.zip, shape)
-    if args.semantic:
-        labels = (labels > 0).astype(np.uint8)
-    if args.label:
-        write_labels(args.image, args.label, labels, overwrite=args.overwrite)
-        where = f"{args.image}/labels/{args.label}"
-    else:
-        import tifffile
-
-        path = Path(args.tiff)
-        if path.exists() and not args.overwrite:
-            raise CLIError(f"{path} already exists (use --overwrite to replace it)")
-        tifffile.imwrite(path, labels, compression="zlib")
-        where = str(path)
-    skipped = int(table["skipped"].sum()) if "skipped" in table else 0
-    say(f"imported {len(table) - skipped} ROIs ({skipped} skipped) -> {where}")
+    result = import_roi_set(args.zip, args.image, label=args.label, tiff=args.tiff,
+                            semantic=args.semantic, overwrite=args.overwrite)  # fmt: skip
+    for line in result.summary():
+        say(line)
     return 0

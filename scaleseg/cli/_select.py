@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import shutil
-from pathlib import Path
 
-from ..tables import read_image_list
-from ._common import CLIError, add_cluster_args, add_config_arg, client_from_args, progress_bar, say
+from ._common import add_cluster_args, add_config_arg, client_from_args, say
 
 
 def register(sub) -> None:
@@ -41,68 +38,15 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, cfg, record) -> int:
-    from ..io import EXPERT_PREFIX, list_labels
-    from ..qa import (
-        annotation_candidates,
-        check_qa_output,
-        export_for_annotation,
-            read_prediction_table,
-    )
+def run(args: argparse.Namespace, cfg) -> int:
+    from .. import select_for_annotation
 
-    if args.n < 1:
-        raise CLIError(f"--n must be at least 1, got {args.n}")
-    table = read_prediction_table(args.prediction)
-    for col in ("path", "output"):
-        if col not in table:
-            raise CLIError(f"{args.prediction}: images table has no {col!r} column")
-    out = Path(args.output)
-    check_qa_output(out, args.prediction, overwrite=args.overwrite)
-    annotated = read_image_list(args.annotated) if args.annotated else []
-
-    def has_experts(row) -> bool:
-        try:
-            return any(n.startswith(EXPERT_PREFIX) for n in list_labels(row["path"]))
-        except (FileNotFoundError, ValueError) as exc:
-            raise CLIError(
-                f"image {row['image']}: cannot read its input {row['path']}: {exc}"
-            ) from None
-
-    selected, skipped = annotation_candidates(
-        table, n=args.n, by=args.by, annotated=annotated, has_annotation=has_experts
-    )
-    if selected.empty:
-        raise CLIError(f"{args.prediction}: no unannotated image left to select")
-    if args.overwrite:
-        for name in ("images", "masks", "rois", "selected.csv", "README.md"):
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    record.add_input(args.prediction, name="prediction")
-    if args.annotated:
-        record.add_input(args.annotated, name="annotated")
-    with client_from_args(args) as client, progress_bar(len(selected), "export") as bar:
-        result = export_for_annotation(
-            selected,
-            out,
-            expert=args.expert,
-            rois=not args.no_rois,
-            source=str(args.prediction),
-            skipped=skipped,
-            client=client,
-            progress=bar.update,
-        )
-    record.add_output(out / "selected.csv", name="selected.csv")
-    record.set_summary(
-        selected=len(result), skipped=len(skipped), by=args.by, images=result["image"].tolist()
-    )
-    if len(result) < args.n:
-        say(f"only {len(result)} unannotated image(s) left (asked for {args.n})")
-    say(result[["selection_rank", "image", "score", "reason"]].to_string(index=False))
-    say(
-        f"Exported {len(result)} image(s) to {out} ({len(skipped)} annotated skipped); "
-        f"after correcting: scaleseg convert {out}/images NEW --masks {out}/masks"
-    )
+    with client_from_args(args) as client:
+        result = select_for_annotation(
+            args.prediction, args.output, n=args.n, by=args.by, annotated=args.annotated,
+            expert=args.expert, rois=not args.no_rois, client=client, overwrite=args.overwrite,
+            argv=args.argv,
+        )  # fmt: skip
+    for line in result.summary():
+        say(line)
     return 0

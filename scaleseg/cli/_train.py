@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+
 from ._common import add_cluster_args, add_config_arg, client_from_args, say
 
 

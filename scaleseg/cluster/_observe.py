@@ -13,7 +13,6 @@ import contextlib
 import functools
 import json
 import logging
-from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
@@ -25,6 +24,7 @@ TOPIC = "scaleseg-unit"
 #: Topic of the per-epoch records that training folds publish from their workers.
 EPOCH_TOPIC = "scaleseg-epoch"
 log = logging.getLogger("scaleseg.units")
+
 
 class UnitLogPlugin(SchedulerPlugin):
     """Publish ``{key, status, worker, seconds}`` for every task that leaves ``processing``."""

@@ -1,34 +1,27 @@
 """Synthetic and real example data: a deterministic generator of fluorescence-like images
 with simulated experts, and loaders for the small real datasets in ``../shared/data``."""
 
-from ._demo import DEMO_CONFIG, demo_config, demo_plan, write_demo_archive
-from ._demo_summary import FAR_OOD_KINDS, DemoSummary, demo_summary
-from ._shared import (
-    ExpertSample,
-    InstanceSample,
-    load_dsb2018,
-    load_pv_hc,
-    pv_hc_metadata,
-    shared_data_dir,
-)
-from ._synthetic import OOD_KINDS, SyntheticSample, make_dataset, make_sample
+from .._lazy import attach
 
-__all__ = [
-    "DEMO_CONFIG",
-    "FAR_OOD_KINDS",
-    "OOD_KINDS",
-    "DemoSummary",
-    "ExpertSample",
-    "InstanceSample",
-    "SyntheticSample",
-    "demo_config",
-    "demo_plan",
-    "demo_summary",
-    "load_dsb2018",
-    "load_pv_hc",
-    "make_dataset",
-    "make_sample",
-    "pv_hc_metadata",
-    "shared_data_dir",
-    "write_demo_archive",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "DEMO_CONFIG": "._demo",
+        "DemoSummary": "._demo_summary",
+        "ExpertSample": "._shared",
+        "FAR_OOD_KINDS": "._demo_summary",
+        "InstanceSample": "._shared",
+        "OOD_KINDS": "._synthetic",
+        "SyntheticSample": "._synthetic",
+        "demo_config": "._demo",
+        "demo_plan": "._demo",
+        "demo_summary": "._demo_summary",
+        "load_dsb2018": "._shared",
+        "load_pv_hc": "._shared",
+        "make_dataset": "._synthetic",
+        "make_sample": "._synthetic",
+        "pv_hc_metadata": "._shared",
+        "shared_data_dir": "._shared",
+        "write_demo_archive": "._demo",
+    },
+)

@@ -167,7 +167,7 @@ def write_demo_archive(
     import pandas as pd
 
     from .._tasks import map_tasks
-    from ..io._atomic import atomic_directory
+    from ..files import atomic_directory
 
     if n_images < 0 or n_ood < 0 or n_images + n_ood == 0:
         raise ValueError("the demo archive needs at least one image")

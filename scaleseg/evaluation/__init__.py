@@ -6,29 +6,24 @@ per-image label maps (:func:`resolve_source`), each image is scored by one task 
 tables and figures are written by :func:`write_evaluation`.
 """
 
-from ._evaluate import KINDS, evaluate, score_maps, summarize
-from ._plots import (
-    OUTPUT_STEMS,
-    check_output_dir,
-    plot_expert_range,
-    plot_scores,
-    write_evaluation,
-)
-from ._sources import ALL_EXPERTS, LabelItem, LabelSource, is_instance_label, resolve_source
+from .._lazy import attach
 
-__all__ = [
-    "ALL_EXPERTS",
-    "KINDS",
-    "OUTPUT_STEMS",
-    "LabelItem",
-    "LabelSource",
-    "check_output_dir",
-    "evaluate",
-    "is_instance_label",
-    "plot_expert_range",
-    "plot_scores",
-    "resolve_source",
-    "score_maps",
-    "summarize",
-    "write_evaluation",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "ALL_EXPERTS": "._sources",
+        "KINDS": "._evaluate",
+        "LabelItem": "._sources",
+        "LabelSource": "._sources",
+        "OUTPUT_STEMS": "._plots",
+        "check_output_dir": "._plots",
+        "evaluate": "._evaluate",
+        "is_instance_label": "._sources",
+        "plot_expert_range": "._plots",
+        "plot_scores": "._plots",
+        "resolve_source": "._sources",
+        "score_maps": "._evaluate",
+        "summarize": "._evaluate",
+        "write_evaluation": "._plots",
+    },
+)

@@ -5,14 +5,16 @@ Kernels only (numpy + SimpleITK, imported when first used): :func:`staple`,
 :func:`expert_scores`, :func:`inter_expert_agreement`, :func:`consensus_bound`.
 """
 
-from ._estimate import estimate_gt, majority_vote, staple
-from ._scores import consensus_bound, expert_scores, inter_expert_agreement
+from .._lazy import attach
 
-__all__ = [
-    "consensus_bound",
-    "estimate_gt",
-    "expert_scores",
-    "inter_expert_agreement",
-    "majority_vote",
-    "staple",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "consensus_bound": "._scores",
+        "estimate_gt": "._estimate",
+        "expert_scores": "._scores",
+        "inter_expert_agreement": "._scores",
+        "majority_vote": "._estimate",
+        "staple": "._estimate",
+    },
+)

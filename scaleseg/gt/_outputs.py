@@ -113,7 +113,7 @@ def run_gt(
     The folder is written as a temporary sibling and renamed when complete; an existing
     ``out`` is kept unless ``overwrite``. ``options`` go to :func:`estimate_collection`.
     """
-    from ..io._atomic import atomic_directory
+    from ..files import atomic_directory
 
     with atomic_directory(out, overwrite=overwrite) as tmp:
         (tmp / "images").mkdir()

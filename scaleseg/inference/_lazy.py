@@ -1,6 +1,6 @@
 """The lazy prediction API for notebooks: dask-backed xarray objects, computable on any client.
 
-``scaleseg.predict(image, ensemble)`` builds, per block, one delayed call of the same kernel that
+``scaleseg.predict_lazy(image, ensemble)`` builds, per block, one delayed call of the same kernel that
 the batch command runs; every output array and the image score U are views of those calls, so
 computing several of them together runs each block once.
 """
@@ -8,25 +8,26 @@ computing several of them together runs each block once.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._blocks import compute_ensemble_block, plan_blocks
 from ._models import EnsembleInfo, read_ensemble, verify_ensemble
 
-__all__ = ["predict"]
+if TYPE_CHECKING:
+    from ..config import PredictConfig
+
+__all__ = ["predict_lazy"]
 
 
-def _block(url: str, core: tuple, info: EnsembleInfo, opts: dict[str, Any]) -> dict[str, Any]:
-    import torch
-
+def _block(url: str, core: tuple, info: EnsembleInfo, config: PredictConfig) -> dict[str, Any]:
     from ..io import open_image, to_cyx
+    from ..models import pick_device
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     image = to_cyx(open_image(url))
     core_slices = (slice(*core[0]), slice(*core[1]))
-    return compute_ensemble_block(image, core_slices, info, opts, device=device, name=url)
+    return compute_ensemble_block(image, core_slices, info, config, device=pick_device(), name=url)
 
 
 def _score(partials: list) -> np.ndarray:
@@ -36,7 +37,7 @@ def _score(partials: list) -> np.ndarray:
     return np.array([s["U"], s["U_epistemic"], s["ood_distance"]], dtype=np.float64)
 
 
-def _image_dataset(ref, info: EnsembleInfo, opts: dict[str, Any]):
+def _image_dataset(ref, info: EnsembleInfo, config: PredictConfig):
     import dask
     import dask.array as da
     import xarray as xr
@@ -49,7 +50,7 @@ def _image_dataset(ref, info: EnsembleInfo, opts: dict[str, Any]):
         raise ValueError(
             f"{ref.url}: {image.shape[0]} channel(s), the ensemble expects {info.in_channels}"
         )
-    bplan = plan_blocks((ny, nx), block_shape=opts["block_shape"], chunks=opts["block_shape"])
+    bplan = plan_blocks((ny, nx), block_shape=config.block_shape, chunks=config.block_shape)
     k = info.n_classes
     grid: dict[str, list[list[Any]]] = {n: [] for n in ("probabilities", "labels", "uncertainty")}
     partials = []
@@ -61,8 +62,10 @@ def _image_dataset(ref, info: EnsembleInfo, opts: dict[str, Any]):
                 rows.append([])
         h, w = ys.stop - ys.start, xs.stop - xs.start
         core = ((ys.start, ys.stop), (xs.start, xs.stop))
-        name = f"scaleseg-block-{dask.base.tokenize(ref.url, core, info.checksums, opts)}"
-        d = dask.delayed(_block, pure=True, name=name)(ref.url, core, info, opts)
+        token = dask.base.tokenize(ref.url, core, info.checksums, config.model_dump_json())
+        d = dask.delayed(_block, pure=True, name=f"scaleseg-block-{token}")(
+            ref.url, core, info, config
+        )
         grid["probabilities"][-1].append(da.from_delayed(d["probabilities"], (k, h, w), np.float32))
         grid["labels"][-1].append(
             da.from_delayed(d["labels"], (h, w), np.uint8 if k <= 256 else np.uint16)
@@ -90,24 +93,15 @@ def _image_dataset(ref, info: EnsembleInfo, opts: dict[str, Any]):
             "image": ref.name,
             "url": ref.url,
             "ensemble": info.path,
-            **{k_: str(v) for k_, v in opts.items()},
+            **{k_: str(v) for k_, v in config.model_dump(mode="json").items()},
         },
     )
     return ds
 
 
-def predict(
-    source,
-    ensemble: str | Path | EnsembleInfo,
-    *,
-    tile_shape: tuple[int, int] | None = None,
-    overlap: float = 0.5,
-    tta: str = "flips",
-    block_shape: tuple[int, int] = (2048, 2048),
-    batch_size: int | None = None,
-    zeta: float = 4.0,
-):
-    """Lazy ensemble prediction of an image or a collection.
+def predict_lazy(source, ensemble: str | Path | EnsembleInfo, *, config: PredictConfig | None = None,
+                 **settings: Any):  # fmt: skip
+    """Lazy ensemble prediction of an image or a collection (nothing is written).
 
     Parameters
     ----------
@@ -115,6 +109,11 @@ def predict(
         One OME-Zarr image, or a collection / HCS plate.
     ensemble : path or EnsembleInfo
         An ensemble folder (weights are checked against ``ensemble.json``).
+    config : PredictConfig, optional
+        Tile, overlap, TTA, block shape, batch size, zeta (default: the defaults, the
+        ensemble's tile).
+    **settings
+        Fields of :class:`~scaleseg.config.PredictConfig` to change (``tta="none"``).
 
     Returns
     -------
@@ -128,22 +127,19 @@ def predict(
     """
     import xarray as xr
 
+    from ..config import PredictConfig
     from ..io import ImageRef, open_collection
 
     info = ensemble if isinstance(ensemble, EnsembleInfo) else read_ensemble(ensemble)
     verify_ensemble(info)
-    opts = {
-        "tile_shape": list(tile_shape or info.tile_shape),
-        "overlap": float(overlap),
-        "tta": tta,
-        "batch_size": None if batch_size is None else int(batch_size),
-        "zeta": float(zeta),
-        "block_shape": list(block_shape),
-    }
+    config = config if config is not None else PredictConfig()
+    if settings:
+        config = PredictConfig.model_validate({**config.model_dump(), **settings})
+    config = config.for_ensemble(info.tile_shape)
     refs = [source] if isinstance(source, ImageRef) else open_collection(source)
     if len(refs) == 1 and not _is_collection(source):
-        return _image_dataset(refs[0], info, opts)
-    return xr.DataTree.from_dict({r.name: _image_dataset(r, info, opts) for r in refs})
+        return _image_dataset(refs[0], info, config)
+    return xr.DataTree.from_dict({r.name: _image_dataset(r, info, config) for r in refs})
 
 
 def _is_collection(source) -> bool:

@@ -1,4 +1,4 @@
-"""``predict`` over a collection: output layout, work units on a Dask client, manifest, tables.
+"""``predict`` over a collection: output layout, typed work units, manifest, images table.
 
 Output (``OUT``)::
 
@@ -6,92 +6,121 @@ Output (``OUT``)::
       probabilities/                   multiscale image, c = classes (float16 by default)
       labels/semantic                  ŷ = argmax p̄ (0 = background)
     manifest/<name>/<by>_<bx>.json     one file per finished unit (partial sums, timings)
-    images.parquet, images.csv         one row per image
-    predict_state.json                 ensemble checksums + settings (a resume must match)
+
+The stage run (:func:`scaleseg.predict`) adds ``images.parquet`` / ``images.csv``,
+``run_spec.json``, ``run.json`` and the ``complete`` marker.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import time
-import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._blocks import compute_ensemble_block, output_levels, plan_blocks, write_block
+from ..blocks import output_levels, plan_blocks, write_block
+from ..executor import current_worker, map_units
+from ..files import atomic_write_json
+from ._blocks import compute_ensemble_block
 from ._models import EnsembleInfo
+
+if TYPE_CHECKING:
+    from ..config import PredictConfig
 
 __all__ = [
     "UNCERTAINTY_CHANNELS",
+    "PredictUnit",
     "plan_units",
-    "predict_options",
     "predict_collection",
-    "predict_output_state",
     "predict_unit",
     "preflight",
-    "same_output_state",
 ]
 
 log = logging.getLogger("scaleseg.predict")
 UNCERTAINTY_CHANNELS = ("u", "epistemic", "aleatoric")
 
 
-def _device():
-    import torch
+@dataclass(frozen=True)
+class PredictUnit:
+    """One (image, block) work unit of prediction.
 
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    Attributes
+    ----------
+    name, image_url : str
+        The image and where it is read from.
+    out_url : str
+        Its output image (``images/<name>.zarr``).
+    manifest : str
+        The unit's manifest file, written last (a unit without it runs again on resume).
+    block : (int, int)
+        Block index ``(by, bx)``.
+    core : ((int, int), (int, int))
+        Block core in image coordinates, ``((y0, y1), (x0, x1))``.
+    shape : (int, int)
+        Image shape.
+    chunks : (int, int)
+        Output chunks (clipped to the image).
+    levels : int
+        Output pyramid levels.
+    create : bool
+        The unit creates the image's outputs itself (single-block images).
+    torch_threads : int or None
+    """
+
+    name: str
+    image_url: str
+    out_url: str
+    manifest: str
+    block: tuple[int, int]
+    core: tuple[tuple[int, int], tuple[int, int]]
+    shape: tuple[int, int]
+    chunks: tuple[int, int]
+    levels: int
+    create: bool
+    torch_threads: int | None = 1
+
+    @property
+    def key_name(self) -> str:
+        return f"{self.name}-{self.block[0]}-{self.block[1]}"
 
 
-def _in_worker() -> str | None:
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
-        return None
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
-def predict_unit(task: dict[str, Any]) -> dict[str, Any]:
-    """Run one (image, block) unit: read, predict, write all outputs, record it in the manifest."""
+def predict_unit(
+    unit: PredictUnit, *, ensemble: EnsembleInfo, config: PredictConfig
+) -> dict[str, Any]:
+    """Run one unit: read, predict, write all outputs, record it in the manifest."""
     from ..io import open_group, open_image, to_cyx
+    from ..models import pick_device
 
     t0 = time.perf_counter()
-    worker = _in_worker()
+    worker = current_worker()
     if worker is not None:  # torch threads (workers run with OMP_NUM_THREADS=1), allocator
         from ..cluster import prepare_worker_process
 
-        prepare_worker_process(task["torch_threads"])
-    info: EnsembleInfo = task["ensemble"]
-    o = task["opts"]
-    device = _device()
-    image = to_cyx(open_image(task["image_url"]))
-    core = (slice(*task["core"][0]), slice(*task["core"][1]))
-    res = compute_ensemble_block(image, core, info, o, device=device, name=task["name"])
+        prepare_worker_process(unit.torch_threads)
+    info = ensemble
+    device = pick_device()
+    image = to_cyx(open_image(unit.image_url))
+    core = (slice(*unit.core[0]), slice(*unit.core[1]))
+    res = compute_ensemble_block(image, core, info, config, device=device, name=unit.name)
     t1 = time.perf_counter()
-    out = task["out_url"]
-    if task.get("create"):
-        _create_outputs(out, tuple(task["shape"]), info, o, o["ngff_version"])
+    out = unit.out_url
+    if unit.create:
+        _create_outputs(out, shape=unit.shape, chunks=unit.chunks, levels=unit.levels, info=info,
+                        config=config)  # fmt: skip
     unc = open_group(out, mode="r+")
-    write_block([unc[f"s{i}"] for i in range(o["levels"])], res["uncertainty"], core, labels=False)
+    write_block([unc[f"s{i}"] for i in range(unit.levels)], res["uncertainty"], core, labels=False)
     sem = open_group(f"{out}/labels/semantic", mode="r+")
-    write_block([sem[f"s{i}"] for i in range(o["levels"])], res["labels"], core, labels=True)
-    if o["write_probabilities"]:
+    write_block([sem[f"s{i}"] for i in range(unit.levels)], res["labels"], core, labels=True)
+    if config.write_probabilities:
         prob = open_group(f"{out}/probabilities", mode="r+")
         write_block(
-            [prob[f"s{i}"] for i in range(o["levels"])], res["probabilities"], core, labels=False
+            [prob[f"s{i}"] for i in range(unit.levels)], res["probabilities"], core, labels=False
         )
     if info.n_extra:
         flows = open_group(f"{out}/flows", mode="r+")
@@ -99,8 +128,8 @@ def predict_unit(task: dict[str, Any]) -> dict[str, Any]:
     t2 = time.perf_counter()
     p = res["partials"]
     record = {
-        "image": task["name"],
-        "block": [task["by"], task["bx"]],
+        "image": unit.name,
+        "block": list(unit.block),
         "partials": {
             "sum_u": p.sum_u,
             "sum_epistemic": p.sum_epistemic,
@@ -114,97 +143,14 @@ def predict_unit(task: dict[str, Any]) -> dict[str, Any]:
         "seconds_read": round(res["seconds_read"], 4),
         "seconds_model": round(res["seconds_model"], 4),
         "seconds_write": round(t2 - t1, 4),
-        "worker": worker or socket.gethostname(),
+        "worker": getattr(worker, "address", None) or socket.gethostname(),
         "device": str(device),
     }
-    _write_json_atomic(Path(task["manifest"]), record)
-    log.info(
-        json.dumps(
-            {
-                "event": "unit",
-                "image": task["name"],
-                "block": record["block"],
-                "seconds": record["seconds"],
-                "worker": record["worker"],
-            }
-        )
-    )
+    atomic_write_json(Path(unit.manifest), record, indent=None)
     return record
 
 
-def predict_options(
-    info: EnsembleInfo | None = None,
-    config=None,
-    *,
-    chunks: tuple[int, int] = (512, 512),
-    ngff_version: str = "0.5",
-    **overrides: Any,
-) -> dict[str, Any]:
-    """The ``opts`` of :func:`predict_collection` from a :class:`~scaleseg.config.PredictConfig`
-    (default: the deepflash2 defaults), the ensemble's tile shape and ``overrides``.
-
-    Raises
-    ------
-    ValueError
-        For an override that is not one of the option names.
-    """
-    from ..config import PredictConfig
-
-    pc = config or PredictConfig()
-    tile = pc.tile_shape or (info.tile_shape if info is not None else None)
-    opts = {
-        "tile_shape": list(tile) if tile is not None else None,
-        "overlap": pc.overlap,
-        "tta": pc.tta,
-        "batch_size": pc.batch_size,
-        "zeta": pc.zeta,
-        "block_shape": list(pc.block_shape),
-        "chunks": list(chunks),
-        "write_probabilities": pc.write_probabilities,
-        "probabilities_dtype": pc.probabilities_dtype,
-        "ngff_version": ngff_version,
-    }
-    unknown = sorted(set(overrides) - set(opts))
-    if unknown:
-        raise ValueError(f"unknown predict options {unknown}; known: {sorted(opts)}")
-    opts.update({k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()})
-    if opts["tile_shape"] is None:
-        raise ValueError("predict options need a tile_shape (from the ensemble or given)")
-    return opts
-
-
-#: options that change how units run, not what they compute (a resume may change them)
-EXECUTION_OPTIONS = ("batch_size",)
-
-
-def _result_options(opts: dict[str, Any]) -> dict[str, Any]:
-    """``opts`` as JSON values, without the execution options."""
-    return {k: v for k, v in json.loads(json.dumps(opts)).items() if k not in EXECUTION_OPTIONS}
-
-
-def predict_output_state(
-    info: EnsembleInfo, opts: dict[str, Any], inputs: list[str]
-) -> dict[str, Any]:
-    """What an output folder was made with; a resumed run must match it exactly.
-
-    Execution options (:data:`EXECUTION_OPTIONS`, e.g. the batch size) are left out: a run
-    may resume with another one (outputs then agree to float rounding, ~1e-7).
-    """
-    return {
-        "ensemble": info.path,
-        "checksums": list(info.checksums),
-        "opts": _result_options(opts),
-        "inputs": list(inputs),
-    }
-
-
-def same_output_state(stored: dict[str, Any], state: dict[str, Any]) -> bool:
-    """Whether a stored ``predict_state.json`` (possibly from an older version, which still
-    listed execution options) describes the same prediction as ``state``."""
-    return {**stored, "opts": _result_options(stored.get("opts", {}))} == state
-
-
-def preflight(ref, info: EnsembleInfo, tile_shape: tuple[int, int]) -> dict[str, Any]:
+def preflight(ref, info: EnsembleInfo) -> dict[str, Any]:
     """Metadata checks of one input image; raises ValueError naming the image and problem."""
     from ..io import open_image, to_cyx
 
@@ -220,11 +166,18 @@ def preflight(ref, info: EnsembleInfo, tile_shape: tuple[int, int]) -> dict[str,
 
 
 def _create_outputs(
-    url: str, shape: tuple[int, int], info: EnsembleInfo, o: dict, ngff: str
+    url: str,
+    *,
+    shape: tuple[int, int],
+    chunks: tuple[int, int],
+    levels: int,
+    info: EnsembleInfo,
+    config: PredictConfig,
 ) -> None:
     from ..io import create_labels, create_multiscale, join_url
 
-    common = dict(chunks=o["chunks"], n_levels=o["levels"], ngff_version=ngff, halve_chunks=True)
+    common = dict(chunks=chunks, n_levels=levels, ngff_version=config.ngff_version,
+                  halve_chunks=True)  # fmt: skip
     create_multiscale(
         url,
         shape=(3, *shape),
@@ -233,11 +186,11 @@ def _create_outputs(
         overwrite=True,
         **common,
     )
-    if o["write_probabilities"]:
+    if config.write_probabilities:
         create_multiscale(
             join_url(url, "probabilities"),
             shape=(info.n_classes, *shape),
-            dtype=o["probabilities_dtype"],
+            dtype=config.probabilities_dtype,
             channel_names=info.classes,
             **common,
         )
@@ -247,16 +200,16 @@ def _create_outputs(
             shape=(info.n_extra, *shape),
             dtype="float32",
             channel_names=[f"flow_{i}" for i in range(info.n_extra)],
-            chunks=o["chunks"],
+            chunks=chunks,
             n_levels=1,
-            ngff_version=ngff,
+            ngff_version=config.ngff_version,
         )
     create_labels(
         url,
         "semantic",
         dtype="uint8" if info.n_classes <= 256 else "uint16",
-        chunks=o["chunks"],
-        n_levels=o["levels"],
+        chunks=chunks,
+        n_levels=levels,
         properties=[{"label-value": k, "class": n} for k, n in enumerate(info.classes)],
     )
 
@@ -266,9 +219,9 @@ def plan_units(
     info: EnsembleInfo,
     out: str | Path,
     *,
-    opts: dict[str, Any],
-    torch_threads: int = 1,
-) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], int]:
+    config: PredictConfig,
+    torch_threads: int | None = 1,
+) -> tuple[dict[str, dict[str, Any]], list[PredictUnit], int]:
     """The work units still to run for ``refs`` in ``out`` (metadata only, no pixels).
 
     Images failing the preflight checks get a failed row and no units; units already in the
@@ -279,59 +232,59 @@ def plan_units(
     -------
     rows : dict
         One images-table row per image name.
-    tasks : list of dict
-        One picklable description per (image, block) unit to run.
+    units : list of PredictUnit
+        The units to run.
     n_done : int
         Units found finished in the manifest.
     """
     out = Path(out)
-    tile = tuple(opts["tile_shape"])
+    config = config.for_ensemble(info.tile_shape)
     rows: dict[str, dict[str, Any]] = {}
-    tasks = []
+    units: list[PredictUnit] = []
     n_done = 0
     for ref in refs:
         row: dict[str, Any] = {"image": ref.name, "path": ref.url, "status": "ok", "error": ""}
         rows[ref.name] = row
         try:
-            row.update(preflight(ref, info, tile))
+            row.update(preflight(ref, info))
         except (ValueError, FileNotFoundError, KeyError) as exc:
             row.update(status="failed", error=str(exc))
             continue
         shape = (row["height"], row["width"])
-        bplan = plan_blocks(shape, block_shape=opts["block_shape"], chunks=opts["chunks"])
-        o = dict(opts, chunks=bplan.chunks, levels=output_levels(bplan.chunks, shape))
+        bplan = plan_blocks(shape, block_shape=config.block_shape, chunks=config.chunks)
+        levels = output_levels(bplan.chunks, shape)
         url = str(out / "images" / f"{ref.name}.zarr")
         row["output"] = url
         cores = bplan.cores()
         row["n_blocks"] = len(cores)
         mdir = out / "manifest" / ref.name
         create_in_unit = len(cores) == 1
-        if not create_in_unit and not (mdir / "created").exists():
-            _create_outputs(url, shape, info, o, opts["ngff_version"])
-            mdir.mkdir(parents=True, exist_ok=True)
-            (mdir / "created").write_text("")
         for by, bx, ys, xs in cores:
             mpath = mdir / f"{by}_{bx}.json"
             if mpath.exists():
                 n_done += 1
                 continue
-            tasks.append(
-                {
-                    "create": create_in_unit,
-                    "shape": shape,
-                    "image_url": ref.url,
-                    "name": ref.name,
-                    "by": by,
-                    "bx": bx,
-                    "core": ((ys.start, ys.stop), (xs.start, xs.stop)),
-                    "out_url": url,
-                    "manifest": str(mpath),
-                    "ensemble": info,
-                    "opts": o,
-                    "torch_threads": torch_threads,
-                }
+            units.append(
+                PredictUnit(
+                    name=ref.name,
+                    image_url=ref.url,
+                    out_url=url,
+                    manifest=str(mpath),
+                    block=(by, bx),
+                    core=((ys.start, ys.stop), (xs.start, xs.stop)),
+                    shape=shape,
+                    chunks=bplan.chunks,
+                    levels=levels,
+                    create=create_in_unit,
+                    torch_threads=torch_threads,
+                )  # fmt: skip
             )
-    return rows, tasks, n_done
+        if not create_in_unit and not (mdir / "created").exists():
+            _create_outputs(url, shape=shape, chunks=bplan.chunks, levels=levels, info=info,
+                            config=config)  # fmt: skip
+            mdir.mkdir(parents=True, exist_ok=True)
+            (mdir / "created").write_text("")
+    return rows, units, n_done
 
 
 def predict_collection(
@@ -339,56 +292,54 @@ def predict_collection(
     info: EnsembleInfo,
     out: str | Path,
     *,
-    opts: dict[str, Any],
+    config: PredictConfig,
     client: Any = None,
-    torch_threads: int = 1,
-    retries: int = 2,
+    torch_threads: int | None = 1,
     progress: Callable[[int], Any] | None = None,
     set_total: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
     """Predict every image of ``refs`` into ``out`` (resuming from its manifest).
 
-    ``opts``: tile_shape, overlap, tta, batch_size, zeta, block_shape, chunks,
-    write_probabilities, probabilities_dtype, ngff_version.
+    One unit per (image, block) through :func:`scaleseg.executor.map_units` (``GPU=1`` on GPU
+    workers, ``config.retries`` retries, failures collected: a bad image fails alone).
+
+    Returns
+    -------
+    dict
+        ``images`` (the images table), ``units_run``, ``units_resumed``.
     """
-    out = Path(out)
-    rows, tasks, n_done_before = plan_units(refs, info, out, opts=opts, torch_threads=torch_threads)
-    if set_total:
-        set_total(len(tasks))
-    failures: dict[str, str] = {}
-    if client is not None and tasks:
-        from distributed import as_completed
-
-        from ..cluster import client_has_gpus
-
-        resources = {"GPU": 1} if client_has_gpus(client) else None
-        futures = client.map(
-            predict_unit,
-            tasks,
-            pure=False,
-            retries=retries,
-            resources=resources,
-            key=[f"predict-{t['name']}-{t['by']}-{t['bx']}-{uuid.uuid4().hex[:6]}" for t in tasks],
+    if info.scale != 1.0:
+        raise ValueError(
+            f"{info.path}: ensembles trained with scale {info.scale} cannot be applied by "
+            "predict yet (only scale 1)"
         )
-        names = {f.key: t["name"] for f, t in zip(futures, tasks)}
-        for fut in as_completed(futures):
-            if fut.status == "error":
-                exc = fut.exception()
-                failures.setdefault(names[fut.key], f"{type(exc).__name__}: {exc}")
-            if progress:
-                progress(1)
-    else:
-        for t in tasks:
-            try:
-                predict_unit(t)
-            except Exception as exc:  # one bad unit fails its image, the rest go on
-                failures.setdefault(t["name"], f"{type(exc).__name__}: {exc}")
-            if progress:
-                progress(1)
-    for name, err in failures.items():
-        rows[name].update(status="failed", error=err)
+    out = Path(out)
+    config = config.for_ensemble(info.tile_shape)
+    rows, units, n_done_before = plan_units(refs, info, out, config=config,
+                                            torch_threads=torch_threads)  # fmt: skip
+    if set_total:
+        set_total(len(units))
+    res = map_units(
+        predict_unit,
+        units,
+        stage="predict",
+        names=[u.key_name for u in units],
+        client=client,
+        resources="gpu",
+        retries=config.retries,
+        on_error="collect",
+        progress=progress,
+        ensemble=info,
+        config=config,
+    )
+    for failure in res.failures:
+        rows[units[failure.index].name].setdefault("_errors", []).append(failure.error)
+    for row in rows.values():
+        errors = row.pop("_errors", None)
+        if errors:
+            row.update(status="failed", error=errors[0])
     table = _images_table(out, rows, info)
-    return {"images": table, "units_run": len(tasks), "units_resumed": n_done_before}
+    return {"images": table, "units_run": len(units), "units_resumed": n_done_before}
 
 
 def _nan_if_none(value) -> float:

@@ -1,54 +1,37 @@
 """Instance segmentation: methods (components, watershed, cellpose flows, pretrained cellpose),
 block stitching with 64-bit provisional ids, instance tables and ImageJ / Fiji ROI sets."""
 
-from ._methods import (
-    METHODS,
-    CellposeModelMissing,
-    cellpose_instances,
-    components_instances,
-    flows_instances,
-    resolve_cellpose_model,
-    watershed_instances,
-)
-from ._rois import export_rois, import_rois, sanitize_roi_name
-from ._run import instances_unit, method_params, relabel_unit, run_instances
-from ._stitch import (
-    block_lookup,
-    face_strips,
-    match_faces,
-    match_neighbours,
-    merge_pairs,
-    provisional_ids,
-    relabel,
-    stitch_blocks,
-)
-from ._tables import INSTANCE_COLUMNS, combine_instance_partials, instance_partials, instance_table
+from .._lazy import attach
 
-__all__ = [
-    "INSTANCE_COLUMNS",
-    "METHODS",
-    "CellposeModelMissing",
-    "block_lookup",
-    "cellpose_instances",
-    "combine_instance_partials",
-    "components_instances",
-    "export_rois",
-    "face_strips",
-    "flows_instances",
-    "import_rois",
-    "instance_partials",
-    "instance_table",
-    "instances_unit",
-    "match_faces",
-    "match_neighbours",
-    "merge_pairs",
-    "method_params",
-    "provisional_ids",
-    "relabel",
-    "relabel_unit",
-    "resolve_cellpose_model",
-    "run_instances",
-    "sanitize_roi_name",
-    "stitch_blocks",
-    "watershed_instances",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "CellposeModelMissing": "._methods",
+        "INSTANCE_COLUMNS": "._tables",
+        "METHODS": "._methods",
+        "block_lookup": "._stitch",
+        "cellpose_instances": "._methods",
+        "combine_instance_partials": "._tables",
+        "components_instances": "._methods",
+        "export_rois": "._rois",
+        "face_strips": "._stitch",
+        "flows_instances": "._methods",
+        "import_rois": "._rois",
+        "instance_partials": "._tables",
+        "instance_table": "._tables",
+        "instances_unit": "._run",
+        "match_faces": "._stitch",
+        "match_neighbours": "._stitch",
+        "merge_pairs": "._stitch",
+        "InstancesUnit": "._run",
+        "RelabelUnit": "._run",
+        "provisional_ids": "._stitch",
+        "relabel": "._stitch",
+        "relabel_unit": "._run",
+        "resolve_cellpose_model": "._methods",
+        "run_instances": "._run",
+        "sanitize_roi_name": "._rois",
+        "stitch_blocks": "._stitch",
+        "watershed_instances": "._methods",
+    },
+)

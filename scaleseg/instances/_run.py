@@ -6,38 +6,33 @@ provisional 64-bit ids for the core and return the face strips. The driver merge
 neighbouring blocks, saves each block's slice of the relabel table, and relabel units map their
 own cores. Instance tables are combined from per-block partial sums.
 
-Written into the prediction output: ``images/<name>.zarr/labels/instances`` (uint32,
-multiscale), ``instances.parquet`` / ``.csv`` (one row per instance) and ``n_instances`` (plus
-``cellpose_removed_pixels``) in ``images.parquet``.
+Written into the prediction output (and nothing else there): ``images/<name>.zarr/labels/
+instances`` (uint32, multiscale), ``instances.parquet`` / ``.csv`` (one row per instance) and
+``instances_images.parquet`` / ``.csv`` (``n_instances``, ``cellpose_removed_pixels`` and the
+method per image).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["instances_unit", "relabel_unit", "run_instances", "method_params"]
+if TYPE_CHECKING:
+    from ..config import InstancesConfig
+
+__all__ = ["InstancesUnit", "RelabelUnit", "instances_unit", "relabel_unit", "run_instances"]
 
 _PROVISIONAL = "_instances_provisional"
 
 
-def method_params(cfg) -> dict[str, Any]:
-    """The method settings of an :class:`~scaleseg.config.InstancesConfig` as plain data."""
-    return {
-        "method": cfg.method,
-        "min_size": cfg.min_size,
-        "flow_threshold": cfg.flow_threshold,
-        "cellpose_model": cfg.cellpose_model,
-        "diameter": cfg.diameter,
-        "halo": cfg.halo,
-    }
-
-
-def _run_method(params: dict, semantic, flows=None, probabilities=None) -> tuple[np.ndarray, dict]:
+def _run_method(
+    cfg: InstancesConfig, semantic, flows=None, probabilities=None
+) -> tuple[np.ndarray, dict]:
     from ._methods import (
         cellpose_instances,
         components_instances,
@@ -45,29 +40,58 @@ def _run_method(params: dict, semantic, flows=None, probabilities=None) -> tuple
         watershed_instances,
     )
 
-    m = params["method"]
+    m = cfg.method
     if m == "components":
-        return components_instances(semantic, min_size=params["min_size"])
+        return components_instances(semantic, min_size=cfg.min_size)
     if m == "watershed":
-        return watershed_instances(semantic, min_size=params["min_size"])
+        return watershed_instances(semantic, min_size=cfg.min_size)
     if m == "flows":
         if flows is None:
             raise ValueError(
                 "method 'flows' needs an ensemble trained with --flows (no flows output)"
             )
         return flows_instances(
-            semantic, flows, min_size=params["min_size"], flow_threshold=params["flow_threshold"]
+            semantic, flows, min_size=cfg.min_size, flow_threshold=cfg.flow_threshold
         )
     if m == "cellpose":
         return cellpose_instances(
             semantic,
             probabilities,
-            model=params["cellpose_model"],
-            diameter=params["diameter"],
-            min_size=params["min_size"],
-            flow_threshold=params["flow_threshold"],
+            model=cfg.cellpose_model,
+            diameter=cfg.diameter,
+            min_size=cfg.min_size,
+            flow_threshold=cfg.flow_threshold,
         )
     raise ValueError(f"unknown instance method {m!r}")
+
+
+@dataclass(frozen=True)
+class InstancesUnit:
+    """One (image, block) unit of the instance stage."""
+
+    name: str
+    out_url: str
+    image_url: str
+    core: tuple[tuple[int, int], tuple[int, int]]
+    ext: tuple[tuple[int, int], tuple[int, int]]
+    block: tuple[int, int]
+    block_number: int
+    single: bool
+    levels: int
+    shape: tuple[int, int]
+    mode: str
+    n_classes: int
+    has_flows: bool
+
+
+@dataclass(frozen=True)
+class RelabelUnit:
+    """Map one block's provisional ids to final labels."""
+
+    out_url: str
+    lookup: str
+    core: tuple[tuple[int, int], tuple[int, int]]
+    levels: int
 
 
 def _read(url: str, ext: tuple[slice, slice], what: str) -> np.ndarray:
@@ -80,84 +104,84 @@ def _read(url: str, ext: tuple[slice, slice], what: str) -> np.ndarray:
     return np.asarray(arr.data[..., ext[0], ext[1]].compute(scheduler="sync"))
 
 
-def instances_unit(task: dict[str, Any]) -> dict[str, Any]:
+def instances_unit(task: InstancesUnit, *, config: InstancesConfig) -> dict[str, Any]:
     """Instances of one block: final labels (single block) or provisional ids + face strips."""
     from ..io import open_group, open_image, to_cyx
     from ._stitch import face_strips, provisional_ids, unique_ids
     from ._tables import instance_partials
 
     t0 = time.perf_counter()
-    url, params = task["out_url"], task["params"]
-    ext = (slice(*task["ext"][0]), slice(*task["ext"][1]))
-    core = (slice(*task["core"][0]), slice(*task["core"][1]))
+    url = task.out_url
+    ext = (slice(*task.ext[0]), slice(*task.ext[1]))
+    core = (slice(*task.core[0]), slice(*task.core[1]))
     semantic = _read(url, ext, "semantic")
-    flows = _read(url, ext, "flows") if params["method"] == "flows" and task["has_flows"] else None
-    probs = _read(url, ext, "probabilities") if params["method"] == "cellpose" else None
-    labels, info = _run_method(params, semantic, flows, probs)
+    flows = _read(url, ext, "flows") if config.method == "flows" and task.has_flows else None
+    probs = _read(url, ext, "probabilities") if config.method == "cellpose" else None
+    labels, info = _run_method(config, semantic, flows, probs)
     inner = (
         slice(core[0].start - ext[0].start, core[0].stop - ext[0].start),
         slice(core[1].start - ext[1].start, core[1].stop - ext[1].start),
     )
-    image = to_cyx(open_image(task["image_url"]))
+    image = to_cyx(open_image(task.image_url))
     pixels = np.asarray(image.data[:, core[0], core[1]].compute(scheduler="sync"))
     unc = np.asarray(open_image(url).data[0, core[0], core[1]].compute(scheduler="sync"))
-    if task["single"]:
-        from ..inference import write_block
+    if task.single:
+        from ..blocks import write_block
 
         final = labels[inner]
         group = open_group(f"{url}/labels/instances", mode="r+")
-        write_block([group[f"s{i}"] for i in range(task["levels"])], final, core, labels=True)
+        write_block([group[f"s{i}"] for i in range(task.levels)], final, core, labels=True)
         ids_core = final
     else:
-        prov = provisional_ids(labels, task["block_number"])
+        prov = provisional_ids(labels, task.block_number)
         open_group(f"{url}/{_PROVISIONAL}", mode="r+")["s0"][core[0], core[1]] = prov[inner]
         ids_core = prov[inner]
     partials = instance_partials(
         ids_core,
         offset=(core[0].start, core[1].start),
-        image_shape=tuple(task["shape"]),
+        image_shape=tuple(task.shape),
         semantic=semantic[inner],
         image=pixels,
         uncertainty=unc,
-        n_classes=task["n_classes"],
+        n_classes=task.n_classes,
     )
     out: dict[str, Any] = {
-        "image": task["name"],
-        "block": task["block"],
+        "image": task.name,
+        "block": task.block,
         "partials": partials,
         "info": info,
         "seconds": time.perf_counter() - t0,
     }
-    if not task["single"]:
+    if not task.single:
         out["faces"] = face_strips(
             prov,
             core=inner,
-            halo=task["halo"],
+            halo=config.halo,
             origin=(ext[0].start, ext[1].start),
-            mode=task["mode"],
+            mode=task.mode,
         )
         out["ids"] = unique_ids(prov[inner])
     return out
 
 
-def relabel_unit(task: dict[str, Any]) -> int:
+def relabel_unit(task: RelabelUnit) -> int:
     """Map one block's provisional core to final labels (reading only its own table)."""
-    from ..inference import write_block
+    from ..blocks import write_block
     from ..io import open_group
     from ._stitch import relabel
 
-    url = task["out_url"]
-    core = (slice(*task["core"][0]), slice(*task["core"][1]))
-    table = np.load(task["lookup"])
+    url = task.out_url
+    core = (slice(*task.core[0]), slice(*task.core[1]))
+    table = np.load(task.lookup)
     prov = open_group(f"{url}/{_PROVISIONAL}", mode="r")["s0"][core[0], core[1]]
     final = relabel(prov, table["ids"], table["final"])
     group = open_group(f"{url}/labels/instances", mode="r+")
-    write_block([group[f"s{i}"] for i in range(task["levels"])], final, core, labels=True)
+    write_block([group[f"s{i}"] for i in range(task.levels)], final, core, labels=True)
     return int(final.max())
 
 
 def _blocks(url: str, block_shape) -> tuple[list, tuple[int, int], int, tuple[int, int]]:
-    from ..inference import plan_blocks
+    from ..blocks import plan_blocks
     from ..io import open_group
 
     sem = open_group(f"{url}/labels/semantic")
@@ -171,18 +195,23 @@ def _blocks(url: str, block_shape) -> tuple[list, tuple[int, int], int, tuple[in
 def run_instances(
     pred_dir: str | Path,
     *,
-    params: dict[str, Any],
+    config: InstancesConfig,
+    n_classes: int,
+    has_flows: bool,
     block_shape=(2048, 2048),
     overwrite: bool = False,
     client: Any = None,
     progress=None,
 ) -> dict[str, Any]:
-    """Instance segmentation of every successfully predicted image of ``pred_dir``."""
+    """Instance segmentation of every successfully predicted image of ``pred_dir``.
+
+    ``n_classes`` and ``has_flows`` describe the ensemble that made the prediction.
+    """
     import pandas as pd
 
-    from .._tasks import map_tasks
-    from ..inference import read_ensemble
-    from ..io import create_labels, create_multiscale, list_labels, remove_location
+    from ..executor import map_units
+    from ..files import remove_location
+    from ..io import create_labels, create_multiscale, list_labels
     from ..tables import write_table
     from ._stitch import block_lookup, match_neighbours, merge_pairs, relabel
     from ._tables import combine_instance_partials
@@ -192,12 +221,10 @@ def run_instances(
     if not table_file.is_file():
         raise FileNotFoundError(f"{pred_dir}: not a prediction output (no images.parquet)")
     images = pd.read_parquet(table_file)
-    state = json.loads((pred_dir / "predict_state.json").read_text())
-    info = read_ensemble(state["ensemble"])
     # connected components merge exactly across touching faces; methods whose result depends on
     # context merge by overlap in the halo
-    mode = "touch" if params["method"] == "components" else "iou"
-    halo = int(params["halo"])
+    mode = "touch" if config.method == "components" else "iou"
+    halo = int(config.halo)
     tasks, per_image = [], {}
     for _, row in images[images["status"] == "ok"].iterrows():
         url = row["output"]
@@ -229,23 +256,21 @@ def run_instances(
             )
             grid[(by, bx)] = number
             tasks.append(
-                {
-                    "name": row["image"],
-                    "out_url": url,
-                    "image_url": row["path"],
-                    "params": params,
-                    "core": ((ys.start, ys.stop), (xs.start, xs.stop)),
-                    "ext": ((ext[0].start, ext[0].stop), (ext[1].start, ext[1].stop)),
-                    "block": (by, bx),
-                    "block_number": number,
-                    "single": single,
-                    "levels": levels,
-                    "shape": shape,
-                    "halo": halo,
-                    "mode": mode,
-                    "n_classes": info.n_classes,
-                    "has_flows": info.n_extra >= 2,
-                }
+                InstancesUnit(
+                    name=row["image"],
+                    out_url=url,
+                    image_url=row["path"],
+                    core=((ys.start, ys.stop), (xs.start, xs.stop)),
+                    ext=((ext[0].start, ext[0].stop), (ext[1].start, ext[1].stop)),
+                    block=(by, bx),
+                    block_number=number,
+                    single=single,
+                    levels=levels,
+                    shape=shape,
+                    mode=mode,
+                    n_classes=n_classes,
+                    has_flows=has_flows,
+                )  # fmt: skip
             )
         per_image[row["image"]] = {
             "url": url,
@@ -254,7 +279,10 @@ def run_instances(
             "single": single,
             "cores": {(by, bx): (ys, xs) for by, bx, ys, xs in cores},
         }
-    results = map_tasks(instances_unit, tasks, client=client, progress=progress)
+    results = map_units(
+        instances_unit, tasks, stage="instances", names=[f"{t.name}-{t.block[0]}-{t.block[1]}" for t in tasks],
+        client=client, progress=progress, config=config,
+    ).results  # fmt: skip
     by_image: dict[str, list] = {}
     for r in results:
         by_image.setdefault(r["image"], []).append(r)
@@ -282,12 +310,12 @@ def run_instances(
                 np.savez(ldir / f"{by}_{bx}.npz", ids=bids, final=bfinal)
                 ys, xs = meta["cores"][(by, bx)]
                 relabel_tasks.append(
-                    {
-                        "out_url": meta["url"],
-                        "lookup": str(ldir / f"{by}_{bx}.npz"),
-                        "core": ((ys.start, ys.stop), (xs.start, xs.stop)),
-                        "levels": meta["levels"],
-                    }
+                    RelabelUnit(
+                        meta["url"],
+                        str(ldir / f"{by}_{bx}.npz"),
+                        ((ys.start, ys.stop), (xs.start, xs.stop)),
+                        meta["levels"],
+                    )  # fmt: skip
                 )
             for p in parts:  # the stitch kernel's lookup, not a Python dict per instance
                 p["label"] = relabel(p["label"].to_numpy(np.uint64), ids_sorted, final).astype(
@@ -304,7 +332,7 @@ def run_instances(
             "n_instances": len(t),
             "cellpose_removed_pixels": json.dumps(removed) if removed else "",
         }
-    map_tasks(relabel_unit, relabel_tasks, client=client)
+    map_units(relabel_unit, relabel_tasks, stage="relabel", client=client)
     for meta in per_image.values():
         if not meta["single"]:
             remove_location(f"{meta['url']}/{_PROVISIONAL}")
@@ -312,12 +340,21 @@ def run_instances(
         pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["image", "label"])
     )
     write_table(inst, pred_dir / "instances", ["parquet", "csv"])
-    images["n_instances"] = images["image"].map(
-        lambda n: summary.get(n, {}).get("n_instances", np.nan)
+    per_image_table = pd.DataFrame(
+        {
+            "image": list(images["image"]),
+            "n_instances": [summary.get(n, {}).get("n_instances", np.nan) for n in images["image"]],
+            "cellpose_removed_pixels": [
+                summary.get(n, {}).get("cellpose_removed_pixels", "") for n in images["image"]
+            ],
+            "instance_method": config.method,
+        }
     )
-    images["cellpose_removed_pixels"] = images["image"].map(
-        lambda n: summary.get(n, {}).get("cellpose_removed_pixels", "")
+    # the prediction's own images table is left as predict wrote it: this stage owns only its
+    # files (labels/instances, instances.*, instances_images.*)
+    write_table(per_image_table, pred_dir / "instances_images", ["parquet", "csv"])
+    merged = images.drop(
+        columns=[c for c in per_image_table.columns if c != "image" and c in images]
     )
-    images["instance_method"] = params["method"]
-    write_table(images, pred_dir / "images", ["parquet", "csv"])
-    return {"images": images, "instances": inst, "n_units": len(tasks)}
+    merged = merged.merge(per_image_table, on="image", how="left")
+    return {"images": merged, "instances": inst, "n_units": len(tasks)}

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._atomic import atomic_directory
+from ..files import atomic_directory, remove_location
 from ._imagefiles import IMAGE_SUFFIXES, ImageFileError, read_image_file, read_mask_file
 from ._store import is_remote, join_url, location_exists, safe_name
-from ._write import remove_location, write_image, write_labels
+from ._write import write_image, write_labels
 
 __all__ = ["EXPERT_PREFIX", "ConversionItem", "convert_folder", "expert_label", "plan_conversion"]
 

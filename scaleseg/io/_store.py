@@ -7,6 +7,8 @@ from pathlib import Path
 
 import zarr
 
+from ..files import is_remote
+
 __all__ = [
     "is_remote",
     "join_url",
@@ -18,12 +20,6 @@ __all__ = [
 ]
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-
-
-def is_remote(url: str | Path) -> bool:
-    """True for fsspec URLs other than ``file://``."""
-    s = str(url)
-    return bool(_SCHEME.match(s)) and not s.startswith("file://")
 
 
 def _local_path(url: str | Path) -> Path:

@@ -7,7 +7,6 @@ have an odd size). Metadata is written by ome-zarr, never by hand.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,10 @@ from ome_zarr.writer import (
     write_multiscales_metadata,
 )
 
+from ..files import remove_location
 from ._pyramid import downsample_image, downsample_labels, level_shapes
 from ._read import ome_attrs
-from ._store import is_remote, join_url, location_exists, open_group
+from ._store import join_url, location_exists, open_group
 
 __all__ = [
     "ngff_format",
@@ -44,22 +44,6 @@ def ngff_format(version: str):
     if version == "0.5":
         return FormatV05()
     raise ValueError(f"unsupported NGFF version {version!r} (use '0.4' or '0.5')")
-
-
-def remove_location(url: str | Path) -> None:
-    """Delete whatever is at ``url`` (used only behind an explicit ``overwrite``)."""
-    if is_remote(url):
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(str(url))
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-    else:
-        p = Path(str(url).removeprefix("file://"))
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
 
 
 def _chunks_for(shape: tuple[int, ...], axes: str, chunks_yx: Sequence[int]) -> tuple[int, ...]:

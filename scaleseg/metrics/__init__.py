@@ -10,39 +10,29 @@ Instances: :func:`label_instances`, :func:`remove_small_instances`,
 Expert comparison: :func:`relative_performance`.
 """
 
-from ._instance_scores import (
-    MAP_THRESHOLDS,
-    aggregated_jaccard_index,
-    average_precision,
-    error_rate,
-    instance_scores,
-    mean_average_precision,
-    panoptic_quality,
-    precision_recall_f1,
-)
-from ._instances import Matching, instance_iou, match_instances
-from ._labels import label_instances, remove_small_instances
-from ._overlap import dice, dice_per_class, iou, iou_per_class
-from ._relative import RELATIVE_PERFORMANCE, relative_performance
+from .._lazy import attach
 
-__all__ = [
-    "MAP_THRESHOLDS",
-    "RELATIVE_PERFORMANCE",
-    "Matching",
-    "aggregated_jaccard_index",
-    "average_precision",
-    "dice",
-    "dice_per_class",
-    "error_rate",
-    "instance_iou",
-    "instance_scores",
-    "iou",
-    "iou_per_class",
-    "label_instances",
-    "match_instances",
-    "mean_average_precision",
-    "panoptic_quality",
-    "precision_recall_f1",
-    "relative_performance",
-    "remove_small_instances",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "MAP_THRESHOLDS": "._instance_scores",
+        "Matching": "._instances",
+        "RELATIVE_PERFORMANCE": "._relative",
+        "aggregated_jaccard_index": "._instance_scores",
+        "average_precision": "._instance_scores",
+        "dice": "._overlap",
+        "dice_per_class": "._overlap",
+        "error_rate": "._instance_scores",
+        "instance_iou": "._instances",
+        "instance_scores": "._instance_scores",
+        "iou": "._overlap",
+        "iou_per_class": "._overlap",
+        "label_instances": "._labels",
+        "match_instances": "._instances",
+        "mean_average_precision": "._instance_scores",
+        "panoptic_quality": "._instance_scores",
+        "precision_recall_f1": "._instance_scores",
+        "relative_performance": "._relative",
+        "remove_small_instances": "._labels",
+    },
+)

@@ -20,8 +20,8 @@ import torch  # noqa: E402
 from segmentation_models_pytorch.base import SegmentationModel  # noqa: E402
 from torch import nn  # noqa: E402
 
-from ._manifest import EncoderWeights  # noqa: E402
 from ._channels import adapt_first_conv_weight, find_first_conv, trunc_normal_  # noqa: E402
+from ._manifest import EncoderWeights  # noqa: E402
 from ._weights import (  # noqa: E402
     WeightsError,
     cached_weights_file,
@@ -280,7 +280,9 @@ def _smp_settings(encoder: str) -> dict:
     return {} if entry is None else dict(entry.get("pretrained_settings", {}))
 
 
-def resolve_encoder_weights(spec: ModelSpec, *, warn: bool = True) -> tuple[EncoderWeights, Path | None]:
+def resolve_encoder_weights(
+    spec: ModelSpec, *, warn: bool = True
+) -> tuple[EncoderWeights, Path | None]:
     """Which encoder weights `build_model` loads for ``spec``, found offline.
 
     Returns
@@ -336,7 +338,9 @@ def resolve_encoder_weights(spec: ModelSpec, *, warn: bool = True) -> tuple[Enco
         source = "file"
     resolved = Path(path).resolve()
     return (
-        EncoderWeights(requested=w, source=source, path=str(resolved), sha256=file_sha256(resolved)),
+        EncoderWeights(
+            requested=w, source=source, path=str(resolved), sha256=file_sha256(resolved)
+        ),
         resolved,
     )
 

@@ -143,4 +143,6 @@ class EnsembleManifest(_Typed):
     def write(self, folder: str | Path) -> Path:
         from ..files import atomic_write_text
 
-        return atomic_write_text(Path(folder) / ENSEMBLE_FILE, self.model_dump_json(indent=2) + "\n")
+        return atomic_write_text(
+            Path(folder) / ENSEMBLE_FILE, self.model_dump_json(indent=2) + "\n"
+        )

@@ -25,7 +25,8 @@ _FALSE = {"", "0", "false", "no", "none", "nan", "id", "in"}
 
 
 def read_prediction_table(prediction: str | Path) -> pd.DataFrame:
-    """The ``images.parquet`` (or ``images.csv``) of a ``scaleseg predict`` output folder.
+    """The ``images.parquet`` (or ``images.csv``) of a ``scaleseg predict`` output folder, with
+    the instance stage's per-image columns (``n_instances``, ...) when it ran.
 
     Raises
     ------
@@ -56,6 +57,11 @@ def read_prediction_table(prediction: str | Path) -> pd.DataFrame:
     dup = table["image"][table["image"].duplicated()].tolist()
     if dup:
         raise ValueError(f"{path}: image(s) listed twice: {', '.join(map(str, dup[:5]))}")
+    extra = pred / "instances_images.parquet"  # the instance stage's per-image summary
+    if extra.is_file():
+        inst = pd.read_parquet(extra)
+        table = table.drop(columns=[c for c in inst.columns if c != "image" and c in table])
+        table = table.merge(inst, on="image", how="left")
     table = table.copy()
     table["image"] = table["image"].astype(str)
     for col in ("U_reason", "error"):
@@ -117,7 +123,9 @@ def read_ood_labels(path: str | Path, images: list[str]) -> pd.DataFrame:
         if not names & set(images):
             raise ValueError(f"{path}: none of the listed OOD images is in the prediction")
         return out
-    col = _name_column(df, path)
+    col = next((c for c in ("name", "image") if c in df.columns), None)
+    if col is None:
+        raise ValueError(f"{path}: CSV needs a 'name' or 'image' column (found {list(df.columns)})")
     df = df.drop_duplicates(col, keep="last").set_index(col)
     if "ood" in df.columns:
         raw = df["ood"].str.strip()

@@ -158,8 +158,9 @@ class RunLock:
                 try:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                     self.path.write_text(
-                        json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                    "token": self.token})  # fmt: skip
+                        json.dumps(
+                            {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token}
+                        )  # fmt: skip
                     )
                 except OSError:
                     pass

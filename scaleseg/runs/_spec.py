@@ -39,7 +39,9 @@ class RunSpec(BaseModel):
 
     def with_post_steps(self, steps: Iterable[str]) -> RunSpec:
         """A copy whose post-steps are the union of its own and ``steps`` (sorted)."""
-        return self.model_copy(update={"post_steps": tuple(sorted(set(self.post_steps) | set(steps)))})
+        return self.model_copy(
+            update={"post_steps": tuple(sorted(set(self.post_steps) | set(steps)))}
+        )
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2) + "\n"
@@ -112,9 +114,13 @@ def _describe(key: str, old: Any, new: Any) -> str:
         added = sorted(set(new) - set(old))
         parts = []
         if gone:
-            parts.append(f"{len(gone)} removed ({', '.join(gone[:5])}{', ...' if len(gone) > 5 else ''})")
+            parts.append(
+                f"{len(gone)} removed ({', '.join(gone[:5])}{', ...' if len(gone) > 5 else ''})"
+            )
         if added:
-            parts.append(f"{len(added)} added ({', '.join(added[:5])}{', ...' if len(added) > 5 else ''})")
+            parts.append(
+                f"{len(added)} added ({', '.join(added[:5])}{', ...' if len(added) > 5 else ''})"
+            )
         return f"{key}: " + ("; ".join(parts) or "order changed")
     return f"{key}: {old!r} -> {new!r}"
 

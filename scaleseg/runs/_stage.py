@@ -66,6 +66,9 @@ class StageRun:
         For ``"addon"``: the stage whose output the folder must be (``"predict"``).
     record_name, spec_name : str
         File names of the run record and the spec (addons use their own).
+    owns : iterable of str
+        For ``"addon"``: the files this stage writes into the host folder (an existing one
+        without a stored spec needs ``overwrite``).
     argv : list of str, optional
         The command line, recorded.
     config : optional
@@ -87,6 +90,7 @@ class StageRun:
         argv: Iterable[str] | None = None,
         config: Any = None,
         heartbeat: float = 10.0,
+        owns: Iterable[str] = (),
     ):
         self.stage = stage
         self.output = Path(str(output).removeprefix("file://"))
@@ -99,6 +103,7 @@ class StageRun:
         self.spec_name = spec_name
         self.argv = None if argv is None else list(argv)
         self.config = config
+        self.owns = tuple(owns)
         self.status: Status = "new"
         self.stored: RunSpec | None = None
         self.new_post_steps: tuple[str, ...] = ()
@@ -106,6 +111,7 @@ class StageRun:
         self._lock = RunLock(self.output, heartbeat=heartbeat, what=f"scaleseg {stage}")
         self._created = False
         self._published = False
+        self._builds: list[Path] = []
 
     # -- decisions ------------------------------------------------------------------------------
     def _inspect(self) -> None:
@@ -129,7 +135,14 @@ class StageRun:
             return
         if not stored_path.is_file():
             if self.kind == "addon":
-                self.status = "new"
+                found = [n for n in self.owns if (out / n).exists()]
+                if found and not self.overwrite:
+                    raise OutputError(
+                        f"{out} already holds {', '.join(found)} of an earlier `scaleseg "
+                        f"{self.stage}` run that recorded no request; use --overwrite to replace "
+                        "them"
+                    )
+                self.status = "replace" if found else "new"
                 return
             if self.overwrite:
                 self.status = "replace"
@@ -191,11 +204,12 @@ class StageRun:
             spec = spec.with_post_steps(self.stored.post_steps)
         atomic_write_text(self.output / self.spec_name, spec.to_json())
 
-    def partial(self) -> Path:
-        """A fresh hidden sibling folder to build an ``"atomic"`` result in."""
-        tmp = self.output.with_name(f".{self.output.name}.partial-{uuid.uuid4().hex[:8]}")
-        tmp.mkdir(parents=True)
-        return tmp
+    def fresh_path(self) -> Path:
+        """A new, not yet existing hidden sibling of the output to build an ``"atomic"`` result
+        in (then :meth:`publish` it)."""
+        path = self.output.with_name(f".{self.output.name}.build-{uuid.uuid4().hex[:8]}")
+        self._builds.append(path)
+        return path
 
     def publish(self, built: Path) -> None:
         """Replace the output folder by ``built`` (``"atomic"`` runs), keeping the lock held."""
@@ -209,6 +223,9 @@ class StageRun:
         self.write_spec()
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        for build in self._builds:  # this run's unfinished builds (after an error)
+            if build.exists():
+                remove_location(build)
         try:
             if exc is None:
                 self.record.finish("ok")

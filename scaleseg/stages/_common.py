@@ -12,11 +12,15 @@ __all__ = ["absolute", "progress_bar", "torch_threads_setting"]
 
 
 @contextmanager
-def progress_bar(total: int | None, desc: str, *, enabled: bool = True, unit: str = "unit") -> Iterator[Any]:
+def progress_bar(
+    total: int | None, desc: str, *, enabled: bool = True, unit: str = "unit"
+) -> Iterator[Any]:
     """A tqdm bar on stderr (``update(n)``); a silent stand-in when not ``enabled``."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None if enabled else True)
+    bar = tqdm(
+        total=total, desc=desc, unit=unit, file=sys.stderr, disable=None if enabled else True
+    )
     try:
         yield bar
     finally:

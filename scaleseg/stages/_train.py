@@ -147,7 +147,9 @@ def train(
         known = {i.name for i in items} | {r.name for r in needs_vote}
         unknown = sorted(wanted - known)
         if unknown:
-            raise ValueError(f"images not in {input} (or without labels): {', '.join(unknown[:10])}")
+            raise ValueError(
+                f"images not in {input} (or without labels): {', '.join(unknown[:10])}"
+            )
         items = [i for i in items if i.name in wanted]
         needs_vote = [r for r in needs_vote if r.name in wanted]
     names = [i.name for i in items] + [r.name for r in needs_vote]
@@ -172,8 +174,12 @@ def train(
         "train",
         config=config,
         inputs={"input": absolute(input), "images": image_selection(names)},
-        labels={"gt": absolute(gt), "label": label, "instance_label": instance_label,
-                "majority_vote": sorted(r.name for r in needs_vote)},  # fmt: skip
+        labels={
+            "gt": absolute(gt),
+            "label": label,
+            "instance_label": instance_label,
+            "majority_vote": sorted(r.name for r in needs_vote),
+        },  # fmt: skip
         model=model.to_dict(),
         post_steps=[f"export:{f}" for f in export],
     )
@@ -192,7 +198,9 @@ def train(
             manifest = EnsembleManifest.read(out)
         else:
             if needs_vote:
-                run_gt(needs_vote, out / "gt", method="majority_vote", client=client, overwrite=True)
+                run_gt(
+                    needs_vote, out / "gt", method="majority_vote", client=client, overwrite=True
+                )
                 items = items + items_from_gt(needs_vote, out / "gt")
             n_models = config.n_models or config.n_folds
             with progress_bar(n_models, "folds", enabled=progress) as bar:
@@ -222,7 +230,6 @@ def train(
         )  # fmt: skip
     return TrainResult(out, manifest, trained, tuple(f for f in done), tuple(exported),
                        tuple(warnings))  # fmt: skip
-
 
 
 def _complete(out: Path) -> bool:

@@ -126,7 +126,9 @@ def train_ensemble(
     if norm_path.is_file():  # resume: keep the statistics the finished folds were trained with
         normalization = Normalization.from_dict(json.loads(norm_path.read_text()))
     else:
-        normalization = normalization_from_items(items, seed=config.seed, intensity=config.intensity)
+        normalization = normalization_from_items(
+            items, seed=config.seed, intensity=config.intensity
+        )
         atomic_write_json(norm_path, normalization.to_dict())
 
     t0 = time.perf_counter()
@@ -181,7 +183,9 @@ def train_ensemble(
         tile_shape=tuple(config.tile_shape),
         scale=config.scale,
         ood_threshold=distance_threshold(list(features.values())),
-        encoder_weights=used[0] if used and all(u == used[0] for u in used) and used[0] else requested,
+        encoder_weights=used[0]
+        if used and all(u == used[0] for u in used) and used[0]
+        else requested,
         train=config.model_dump(mode="json"),
         folds=[
             FoldEntry(
@@ -268,8 +272,13 @@ def _fold_feature_stats(
         return {}
     by_fold = {s.fold: s for s in specs}
     units = [
-        FeatureUnit(str(out_dir), r["fold"], r["weights"], tuple(by_fold[r["fold"]].train),
-                    tuple(by_fold[r["fold"]].valid))  # fmt: skip
+        FeatureUnit(
+            str(out_dir),
+            r["fold"],
+            r["weights"],
+            tuple(by_fold[r["fold"]].train),
+            tuple(by_fold[r["fold"]].valid),
+        )  # fmt: skip
         for r in results
     ]
     res = map_units(

@@ -71,7 +71,7 @@ def _window_features(
     per test-time transform of ``tta`` (``"none"``: T = 1)."""
     import torch
 
-    from ..inference._blocks import read_region
+    from ..blocks import read_region
     from ..inference._tta import apply, tta_transforms
     from ..io import open_image, to_cyx
     from ..models import encoder_features

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..files import atomic_write_json
 from ..executor import current_worker
+from ..files import atomic_write_json
 
 if TYPE_CHECKING:
     from ..config import TrainConfig

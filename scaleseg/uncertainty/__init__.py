@@ -1,29 +1,22 @@
 """Uncertainty maps (u and its epistemic / aleatoric parts), the image score U and the
 encoder-feature distance to the training set."""
 
-from ._features import FeatureStats, fit_feature_stats, ledoit_wolf, mahalanobis
-from ._maps import (
-    ScorePartials,
-    UncertaintyMaps,
-    argmax_labels,
-    combine_partials,
-    image_score,
-    object_border,
-    score_partials,
-    uncertainty_maps,
-)
+from .._lazy import attach
 
-__all__ = [
-    "FeatureStats",
-    "fit_feature_stats",
-    "ledoit_wolf",
-    "mahalanobis",
-    "ScorePartials",
-    "UncertaintyMaps",
-    "argmax_labels",
-    "combine_partials",
-    "image_score",
-    "object_border",
-    "score_partials",
-    "uncertainty_maps",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "FeatureStats": "._features",
+        "ScorePartials": "._maps",
+        "UncertaintyMaps": "._maps",
+        "argmax_labels": "._maps",
+        "combine_partials": "._maps",
+        "fit_feature_stats": "._features",
+        "image_score": "._maps",
+        "ledoit_wolf": "._features",
+        "mahalanobis": "._features",
+        "object_border": "._maps",
+        "score_partials": "._maps",
+        "uncertainty_maps": "._maps",
+    },
+)
