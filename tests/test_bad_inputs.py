@@ -268,18 +268,20 @@ def test_existing_outputs_are_never_replaced(tmp_path, tiny_ensemble, capsys):
     (foreign / "keep.txt").write_text("mine")
     digest = tree_digest(foreign)
     cases = [
-        (_predict_cmd(tiny_ensemble, col, foreign), "not a scaleseg prediction"),
-        (["train", col, foreign, "--label", "x"], "not a scaleseg ensemble"),
-        (["convert", files, foreign], "exists"),
-        (["gt", col, foreign], "exists"),
-        (["evaluate", col, col, "-o", foreign], "exists"),
-        (["demo-data", foreign], "exists"),
+        _predict_cmd(tiny_ensemble, col, foreign),
+        ["train", col, foreign, "--label", "truth"],
+        ["convert", files, foreign],
+        ["gt", col, foreign],
+        ["evaluate", col, col, "-o", foreign, "--pred-label", "truth", "--ref-label", "truth"],
+        ["demo-data", foreign],
     ]
-    for argv, message in cases:
-        rc, _, err = run_cli(argv, capsys)
-        assert rc == 1, (argv[0], err)
-        assert message in err and str(foreign) in err, (argv[0], err)
-        assert tree_digest(foreign) == digest, argv[0]
+    message = "was not written by scaleseg"
+    for argv in cases:
+        for extra in ([], ["--overwrite"]):  # a foreign folder is refused even with --overwrite
+            rc, _, err = run_cli([*argv, *extra], capsys)
+            assert rc == 1, (argv[0], extra, err)
+            assert message in err and str(foreign) in err and "keep.txt" in err, (argv[0], err)
+            assert tree_digest(foreign) == digest, (argv[0], extra)
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,7 @@ def test_existing_output_is_an_error_not_a_loss(tmp_path, capsys):
     out.mkdir()
     (out / "precious.txt").write_text("keep")
     assert main(["demo-data", str(out), "--images", "1", "--ood", "0"]) == 1
-    assert "already exists" in capsys.readouterr().err
+    assert "was not written by scaleseg" in capsys.readouterr().err
     assert (out / "precious.txt").read_text() == "keep"
     assert not (out / "run.json").exists()
 
@@ -107,7 +107,7 @@ def test_convert_cli(tmp_path, capsys, rng):
     info = io.image_info(out / "a.zarr")
     assert info["ngff_version"] == "0.4" and info["chunks"] == [1, 16, 16]
     run = json.loads((out / "run.json").read_text())
-    assert run["config"]["convert"]["chunks"] == [16, 16]
+    assert run["config"]["chunks"] == [16, 16]
     assert run["inputs"]["images"]["files"] == 1
 
 

@@ -221,10 +221,15 @@ def test_cli_writes_outputs_and_protects_them(coll, tmp_path, cli_main, capsys):
     direct = evaluate(coll, coll, kind="both")["per_image"]
     assert df["dice"].tolist() == pytest.approx(direct["dice"].tolist())
     assert "mean dice" in capsys.readouterr().out
-    before = (out / "run.json").read_text()
-    assert cli_main(argv) == 1  # exists, no --overwrite: nothing touched
-    assert "--overwrite" in capsys.readouterr().err
-    assert (out / "run.json").read_text() == before
+    before = (out / "per_image.csv").read_text()
+    assert cli_main([*argv, "--formats", "parquet", "csv"]) == 0  # the same request: run again
+    assert (out / "per_image.csv").read_text() == before
+    assert json.loads((out / "run.json").read_text())["resumed"] is True
+    record = (out / "run.json").read_text()
+    assert cli_main([*argv, "--no-experts"]) == 1  # another request, no --overwrite: refused
+    err = capsys.readouterr().err
+    assert "config.experts: True -> False" in err and "--overwrite" in err
+    assert (out / "run.json").read_text() == record  # nothing touched
     assert cli_main([*argv, "--overwrite", "--no-experts", "--formats", "csv"]) == 0
     names = {p.name for p in out.iterdir()}
     assert "expert_range.png" not in names and "per_image.parquet" not in names

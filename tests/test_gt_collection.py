@@ -123,7 +123,7 @@ def test_dice_only_equals_full_run(archive, tmp_path, capsys):
         full["dataset"]["mean_pairwise_expert_dice"]
     )
     assert (out / "expert_scores.png").exists()
-    assert json.loads((out / "run.json").read_text())["config"]["gt"]["instance_scores"] is False
+    assert json.loads((out / "run.json").read_text())["config"]["instance_scores"] is False
 
 
 def test_shape_mismatch_names_the_image(tmp_path):
@@ -140,10 +140,10 @@ def test_gt_cli(archive, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "consensus bound" in text and "expert_1" in text
     run = json.loads((out / "run.json").read_text())
-    assert run["config"]["gt"]["method"] == "majority_vote" and run["status"] == "ok"
+    assert run["config"]["method"] == "majority_vote" and run["status"] == "ok"
     before = (out / "gt_summary.json").read_text()
-    assert main(["gt", str(archive), str(out)]) == 1  # exists: untouched without --overwrite
-    assert "already exists" in capsys.readouterr().err
+    assert main(["gt", str(archive), str(out)]) == 1  # another method: untouched without --overwrite
+    assert "config.method: 'majority_vote' -> 'staple'" in capsys.readouterr().err
     assert (out / "gt_summary.json").read_text() == before
     assert main(["gt", str(archive), str(out), "--overwrite"]) == 0
     assert main(["gt", str(out / "x"), "--masks", str(tmp_path)]) == 1

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from test_qa import tree_digest
 
 from scaleseg import io
 from scaleseg.cli import main
@@ -184,24 +185,21 @@ def test_resume_and_rerun(collection, tiny_ensemble, tmp_path, capsys):
             columns=[c for c in table1 if c.startswith("seconds")]
         ),
     )
-    record = (out / "run.json").read_bytes()
-    assert main(argv) == 0
-    assert "nothing to do" in capsys.readouterr().out
-    assert (out / "run.json").read_bytes() == record  # the run that did the work keeps its record
-    # an execution setting (batch size) may change: still the same prediction, nothing to do;
-    # a state file from an older version that listed the batch size is the same prediction too
+    assert main(argv) == 0  # finished, same request: nothing runs
+    assert "(0 units run," in capsys.readouterr().out
+    run = json.loads((out / "run.json").read_text())
+    assert run["resumed"] and [p["status"] for p in run["previous"]] == ["ok", "ok"]
+    # an execution setting (batch size) may change: still the same prediction, nothing to do
     assert main([*argv, "--batch-size", "3"]) == 0
-    assert "nothing to do" in capsys.readouterr().out
-    state = json.loads((out / "predict_state.json").read_text())
-    assert "batch_size" not in state["opts"]
-    (out / "predict_state.json").write_text(
-        json.dumps({**state, "opts": {**state["opts"], "batch_size": 4}})
-    )
-    assert main(argv) == 0
-    assert "nothing to do" in capsys.readouterr().out
-    # other settings on the same output: refused, nothing touched
+    assert "(0 units run," in capsys.readouterr().out
+    spec = json.loads((out / "run_spec.json").read_text())
+    assert "batch_size" not in spec["config"] and "retries" not in spec["config"]
+    # other settings on the same output: refused with the difference, nothing touched
+    before = tree_digest(out)
     assert main([*argv[:-2], "--tta", "flips"]) == 1
-    assert "other settings" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "config.tta: 'none' -> 'flips'" in err and "--overwrite" in err
+    assert tree_digest(out) == before
 
 
 def test_corrupt_weights_and_foreign_output(collection, tiny_ensemble, tmp_path, capsys):
@@ -236,7 +234,7 @@ def test_corrupt_weights_and_foreign_output(collection, tiny_ensemble, tmp_path,
             str(foreign),
         ]
     )
-    assert rc == 1 and "not a scaleseg prediction" in capsys.readouterr().err
+    assert rc == 1 and "was not written by scaleseg" in capsys.readouterr().err
     assert (foreign / "mine.txt").read_text() == "keep"
     plain = tmp_path / "plain.zarr"
     import zarr
@@ -310,7 +308,9 @@ def test_cli_predict_with_instances(collection, tiny_ensemble, tmp_path, capsys)
     )
     assert rc == 0
     assert "instances in 2 images" in capsys.readouterr().out
-    table = pd.read_parquet(out / "images.parquet")
+    table = pd.read_parquet(out / "images.parquet").merge(
+        pd.read_parquet(out / "instances_images.parquet"), on="image"
+    )  # the instance stage adds its own per-image table; predict's stays as predict wrote it
     assert (table["instance_method"] == "components").all()
     inst = pd.read_parquet(out / "instances.parquet")
     assert (inst["area"] >= 3).all()

@@ -173,10 +173,13 @@ def test_qa_cli_end_to_end(prediction, tmp_path, capsys):
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "ok" and run["summary"]["review"] == int(table["review"].sum())
 
-    # an existing QA folder is refused without --overwrite, replaced with it
-    assert main(args) == 1
-    assert "use --overwrite" in capsys.readouterr().err
-    assert main([*args, "--overwrite"]) == 0
+    # the same request runs again; another one is refused without --overwrite, replaced with it
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--tau", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert "config.tau: 1.0 -> 0.5" in err and "--overwrite" in err
+    assert main([*args, "--tau", "0.5", "--overwrite"]) == 0
 
 
 def test_qa_table_distance_rule_from_the_ensemble_threshold():
@@ -266,7 +269,7 @@ def test_thumbnails_read_coarse_levels_only(prediction, tmp_path, monkeypatch):
         (["--ood-labels", "{tmp}/none.csv"], "none.csv: OOD label file not found"),
         (["--test-images", "{tmp}/x.csv"], "--test-images needs --evaluation"),
         (["--evaluation", "{ev}", "--metric", "map"], "no column 'map'"),
-        (["-o", "{pred}/qa"], "must lie outside the prediction"),
+        (["-o", "{pred}/qa"], "the output lies inside the prediction"),
     ],
 )
 def test_qa_bad_inputs_name_the_problem(prediction, tmp_path, capsys, extra, message):

@@ -96,8 +96,8 @@ def test_select_exports_and_convert_round_trip(prediction, tmp_path, capsys):
         assert rois.sum() > 0.9 * (semantic > 0).sum()
         assert not (rois.astype(bool) & ~binary_fill_holes(semantic > 0)).any()
 
-    assert main(args) == 1  # existing output
-    assert "use --overwrite" in capsys.readouterr().err
+    assert main([*args, "--n", "1"]) == 1  # an existing output made with other settings
+    assert "config.n: 5 -> 1" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--n", "1", "--no-rois"]) == 0
     assert len(pd.read_csv(out / "selected.csv")) == 1 and not (out / "rois").exists()
 

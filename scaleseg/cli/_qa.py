@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_cluster_args, add_config_arg, client_from_args, say
+from ._common import CLIError, add_cluster_args, add_config_arg, client_from_args, say
 
 
 def register(sub) -> None:
@@ -69,6 +69,10 @@ def register(sub) -> None:
 def run(args: argparse.Namespace, cfg) -> int:
     from .. import check_quality
 
+    if args.test_where and not args.test_images:
+        raise CLIError("--test-where needs --test-images")
+    if args.test_images and not args.evaluation:
+        raise CLIError("--test-images needs --evaluation (the scores of the test images)")
     cfg = cfg.updated(
         "qa", metric=args.metric, tau=args.tau, umin=args.umin, ood_threshold=args.ood_threshold,
         score=args.score, top_n=args.top,

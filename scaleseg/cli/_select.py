@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_cluster_args, add_config_arg, client_from_args, say
+from ._common import CLIError, add_cluster_args, add_config_arg, client_from_args, say
 
 
 def register(sub) -> None:
@@ -41,6 +41,8 @@ def register(sub) -> None:
 def run(args: argparse.Namespace, cfg) -> int:
     from .. import select_for_annotation
 
+    if args.n < 1:
+        raise CLIError(f"--n must be at least 1, got {args.n}")
     with client_from_args(args) as client:
         result = select_for_annotation(
             args.prediction, args.output, n=args.n, by=args.by, annotated=args.annotated,

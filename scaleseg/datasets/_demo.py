@@ -166,7 +166,7 @@ def write_demo_archive(
     """
     import pandas as pd
 
-    from .._tasks import map_tasks
+    from ..executor import map_units
     from ..files import atomic_directory
 
     if n_images < 0 or n_ood < 0 or n_images + n_ood == 0:
@@ -182,9 +182,10 @@ def write_demo_archive(
     }
     with atomic_directory(out, overwrite=overwrite) as tmp:
         (tmp / "images").mkdir()
-        rows = map_tasks(
-            _write_one, plan, client=client, progress=progress, root=str(tmp), opts=opts
-        )
+        rows = map_units(
+            _write_one, plan, stage="demo", client=client, progress=progress, threads=4,
+            root=str(tmp), opts=opts,
+        ).results  # fmt: skip
         table = pd.DataFrame(rows).sort_values("name").reset_index(drop=True)
         table.to_csv(tmp / "demo.csv", index=False)
     return {

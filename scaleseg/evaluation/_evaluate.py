@@ -151,26 +151,12 @@ def _run_job(job: _Job) -> dict[str, list[dict]]:
 
 
 def _run_jobs(jobs: list[_Job], client, progress: Callable[[int], Any] | None) -> list[dict]:
-    results: list[dict | None] = [None] * len(jobs)
-    if client is None:
-        for i, job in enumerate(jobs):
-            results[i] = _run_job(job)
-            if progress is not None:
-                progress(1)
-        return results  # type: ignore[return-value]
-    from distributed import as_completed
+    from ..executor import map_units
 
-    futures = client.map(_run_job, jobs, pure=False)
-    index = {f.key: i for i, f in enumerate(futures)}
-    try:
-        for fut in as_completed(futures):
-            results[index[fut.key]] = fut.result()
-            if progress is not None:
-                progress(1)
-    except BaseException:
-        client.cancel(futures)
-        raise
-    return results  # type: ignore[return-value]
+    return map_units(
+        _run_job, jobs, stage="evaluate", names=[j.name for j in jobs], client=client,
+        progress=progress,
+    ).results  # fmt: skip
 
 
 # -- tables ------------------------------------------------------------------------------------

@@ -68,11 +68,11 @@ def _read_experts(ref: ImageRef | MaskSet) -> dict[str, np.ndarray]:
 
 def _limit_itk_threads() -> None:
     """Inside a dask worker, ITK gets the worker's thread budget (it defaults to every core)."""
-    try:
-        from distributed import get_worker
+    from ..executor import current_worker
 
-        nthreads = get_worker().state.nthreads
-    except (ImportError, ValueError, AttributeError):
+    worker = current_worker()
+    nthreads = getattr(getattr(worker, "state", None), "nthreads", None)
+    if not nthreads:
         return
     import SimpleITK as sitk
 
@@ -189,11 +189,12 @@ def estimate_collection(
         "chunks": tuple(chunks),
         "n_levels": n_levels,
     }
-    from .._tasks import map_tasks
+    from ..executor import map_units
 
-    results = map_tasks(
-        gt_unit, refs, client=client, progress=progress, threads=1, out_root=out_root, opts=opts
-    )
+    results = map_units(
+        gt_unit, refs, stage="gt", names=[r.name for r in refs], client=client, progress=progress,
+        out_root=out_root, opts=opts,
+    ).results  # fmt: skip
     images = pd.DataFrame([r["image"] for r in results]).sort_values("image", ignore_index=True)
     if (images["status"] != "ok").all():
         raise ValueError(

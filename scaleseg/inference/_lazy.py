@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._blocks import compute_ensemble_block, plan_blocks
+from ..blocks import plan_blocks
+from ._blocks import compute_ensemble_block
 from ._models import EnsembleInfo, read_ensemble, verify_ensemble
 
 if TYPE_CHECKING:

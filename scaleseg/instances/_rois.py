@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -144,15 +143,9 @@ def export_rois(
         rois.append(roi)
         rows.append((label, rank, score[i], name, len(xy)))
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".zip", dir=path.parent)
-    os.close(fd)
-    try:
-        roifile.roiwrite(tmp, rois, mode="w")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from ..files import atomic_write
+
+    atomic_write(path, lambda tmp: roifile.roiwrite(tmp, rois, mode="w"))
     table = pd.DataFrame(rows, columns=["label", "rank", "score", "name", "n_points"])
     return table.astype(
         {

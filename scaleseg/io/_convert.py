@@ -169,14 +169,17 @@ def convert_folder(
     dict
         ``out``, ``images`` (rows as in ``conversion.csv``) and ``warnings``.
     """
-    from .._tasks import map_tasks
+    from ..executor import map_units
 
     items, warnings = plan_conversion(images, masks=masks, mask_suffix=mask_suffix)
     out = str(out)
     cfg = {"chunks": tuple(chunks), "n_levels": n_levels, "ngff_version": ngff_version}
 
     def write(root: str) -> list[dict[str, Any]]:
-        rows = map_tasks(_convert_one, items, client=client, progress=progress, root=root, cfg=cfg)
+        rows = map_units(
+            _convert_one, items, stage="convert", names=[i.name for i in items], client=client,
+            progress=progress, threads=4, root=root, cfg=cfg,
+        ).results  # fmt: skip
         rows.sort(key=lambda r: r["name"])
         _write_table(join_url(root, "conversion.csv"), rows, remote=is_remote(root))
         return rows

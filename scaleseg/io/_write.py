@@ -22,6 +22,7 @@ from ome_zarr.writer import (
     write_multiscales_metadata,
 )
 
+from ..executor import current_worker
 from ..files import remove_location
 from ._pyramid import downsample_image, downsample_labels, level_shapes
 from ._read import ome_attrs
@@ -74,16 +75,6 @@ def _dask_pyramid(
     return levels
 
 
-def _in_dask_worker() -> bool:
-    try:
-        from distributed import get_worker
-
-        get_worker()
-    except (ImportError, ValueError):
-        return False
-    return True
-
-
 def _store_pyramid(pyramid: list[da.Array], group: zarr.Group, fmt, axes: list[str], **kw) -> None:
     """Write levels + multiscales metadata through ome-zarr, computing locally.
 
@@ -101,7 +92,7 @@ def _store_pyramid(pyramid: list[da.Array], group: zarr.Group, fmt, axes: list[s
         compute=False,
         **kw,
     )
-    dask.compute(*delayed, scheduler="synchronous" if _in_dask_worker() else "threads")
+    dask.compute(*delayed, scheduler="synchronous" if current_worker() is not None else "threads")
 
 
 def _prepare_target(url: str, *, overwrite: bool) -> None:

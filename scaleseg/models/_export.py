@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..files import atomic_write
 from ._weights import file_sha256
 
 __all__ = ["export_onnx", "export_torchscript"]
@@ -39,19 +39,6 @@ def _example(model: nn.Module, example_shape: Sequence[int] | None) -> torch.Ten
     kw = {} if param is None else {"dtype": param.dtype, "device": param.device}
     gen = torch.Generator().manual_seed(0)
     return torch.randn(shape, generator=gen).to(**kw)
-
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def export_torchscript(
@@ -105,7 +92,7 @@ def export_torchscript(
         diff = (got - expected).abs().max().item()
         if not diff <= atol:
             raise RuntimeError(f"TorchScript output differs from eager by {diff:.3g} > {atol}")
-        _atomic(path, lambda tmp: torch.jit.save(exported, tmp))
+        atomic_write(path, lambda tmp: torch.jit.save(exported, tmp))
     return file_sha256(path)
 
 
@@ -168,5 +155,5 @@ def export_onnx(
         )
 
     with torch.no_grad():
-        _atomic(path, write)
+        atomic_write(path, write)
     return file_sha256(path)

@@ -125,12 +125,12 @@ class EnsembleManifest(_Typed):
         """Read ``<folder>/ensemble.json``; errors name the file and the problem."""
         path = Path(folder) / ENSEMBLE_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{folder}: not an ensemble folder (no {ENSEMBLE_FILE})")
+            raise FileNotFoundError(f"{folder}: not an ensemble directory (no {ENSEMBLE_FILE})")
         try:
             data = json.loads(path.read_text())
             manifest = cls.model_validate(data)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+            raise ValueError(f"{path}: invalid ensemble manifest (not valid JSON: {exc})") from None
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
+
+from ..files import atomic_write
 
 __all__ = [
     "WeightsError",
@@ -107,18 +108,8 @@ def save_weights(
     if path.suffix.lower() in _TORCH_SUFFIXES:
         raise ValueError(f"{path}: save_weights writes safetensors; use a .safetensors name")
     sd = _state_dict_of(model_or_state_dict)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(sd, tmp, metadata=None if metadata is None else dict(metadata))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    meta = None if metadata is None else dict(metadata)
+    atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta), fsync=True)
     return file_sha256(path)
 
 

@@ -144,7 +144,7 @@ def run_qa(
         ``images`` (the QA table), ``info`` (see :func:`~scaleseg.qa.qa_table`), ``ood``,
         ``classes``, ``report`` (path of report.html) and ``written`` (name -> path).
     """
-    from .._tasks import map_tasks
+    from ..executor import map_units
     from ..tables import write_table
 
     if top_n < 0:
@@ -240,8 +240,9 @@ def run_qa(
         }
         for _, r in top.iterrows()
     ]
-    # map_tasks returns in completion order: results carry their own key
-    done = dict(map_tasks(_thumb_keyed, jobs, client=client, progress=progress, threads=2))
+    res = map_units(_thumb_keyed, jobs, stage="thumbnail", client=client, progress=progress,
+                    threads=2)  # fmt: skip
+    done = dict(res.results)
     thumbs = [
         (r.to_dict(), Path(done[j["png"]]) if done.get(j["png"]) else None)
         for (_, r), j in zip(top.iterrows(), jobs)

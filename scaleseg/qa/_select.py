@@ -202,7 +202,7 @@ def export_for_annotation(
         ``selected`` plus ``image_file``, ``mask_file``, ``roi_file``, ``n_rois``; also
         written as ``selected.csv``.
     """
-    from .._tasks import map_tasks
+    from ..executor import map_units
     from ..io import safe_name
 
     out = Path(out_dir)
@@ -221,7 +221,10 @@ def export_for_annotation(
         }
         for _, r in selected.iterrows()
     ]
-    res = pd.DataFrame(map_tasks(export_one, jobs, client=client, progress=progress, threads=2))
+    res = pd.DataFrame(
+        map_units(export_one, jobs, stage="select", names=[j["name"] for j in jobs], client=client,
+                  progress=progress, threads=2).results
+    )  # fmt: skip
     if res.empty:
         res = pd.DataFrame(columns=["image", "image_file", "mask_file"])
     table = selected.merge(res, on="image", how="left").sort_values("selection_rank")

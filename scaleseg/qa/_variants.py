@@ -81,7 +81,7 @@ def add_image_score(
     ValueError
         For an unknown score.
     """
-    from .._tasks import map_tasks
+    from ..executor import map_units
 
     if score not in IMAGE_SCORES:
         raise ValueError(
@@ -95,6 +95,8 @@ def add_image_score(
         {"image": r["image"], "output": r["output"], "width": BORDER_WIDTH}
         for _, r in t[ok].iterrows()
     ]
-    done = dict(map_tasks(_score_job, jobs, client=client, progress=progress, threads=2))
+    res = map_units(_score_job, jobs, stage="score", names=[j["image"] for j in jobs],
+                    client=client, progress=progress, threads=2)  # fmt: skip
+    done = dict(res.results)
     t[score] = t["image"].map(done).astype(np.float64)
     return t

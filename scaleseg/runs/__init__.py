@@ -4,7 +4,7 @@ Every stage entry point (:func:`scaleseg.predict`, :func:`scaleseg.train`, ...) 
 :class:`StageRun` on its output folder; see :mod:`scaleseg.runs._stage` for the rules.
 """
 
-from ._guard import OutputError, check_paths
+from ._guard import OutputError, check_output, check_paths
 from ._lock import LOCK_FILE, RunLock, RunLockedError
 from ._spec import SPEC_FILE, RunSpec, build_spec, image_selection, read_spec, spec_differences
 from ._stage import StageRun
@@ -18,6 +18,7 @@ __all__ = [
     "RunSpec",
     "StageRun",
     "build_spec",
+    "check_output",
     "check_paths",
     "image_selection",
     "read_spec",

@@ -15,6 +15,7 @@ from ._spec import SPEC_FILE
 __all__ = [
     "RECORD_FILE",
     "OutputError",
+    "check_output",
     "check_paths",
     "folder_entries",
     "foreign_folder_error",
@@ -98,6 +99,22 @@ def scaleseg_record(folder: Path, record_name: str = RECORD_FILE) -> dict[str, A
     if (folder / SPEC_FILE).is_file():
         return {"command": None}
     return None
+
+
+def check_output(
+    output, stage: str, inputs: Mapping[str, Any], *, record_name: str = RECORD_FILE
+) -> None:
+    """The cheap checks of an output folder, run before any input is read: not an input, not
+    a file, not a non-empty folder scaleseg did not write (see :class:`~scaleseg.runs.StageRun`)."""
+    check_paths(output, inputs)
+    if is_remote(output):
+        return
+    out = Path(str(output).removeprefix("file://"))
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} exists and is a file, not a folder")
+    entries = folder_entries(out)
+    if entries and scaleseg_record(out, record_name) is None:
+        raise foreign_folder_error(out, entries, stage)
 
 
 def foreign_folder_error(folder: Path, entries: list[str], stage: str) -> OutputError:

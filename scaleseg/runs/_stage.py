@@ -69,6 +69,9 @@ class StageRun:
     owns : iterable of str
         For ``"addon"``: the files this stage writes into the host folder (an existing one
         without a stored spec needs ``overwrite``).
+    keep_failed : bool
+        For ``"owner"``: keep a folder this run created when it fails (its finished units are
+        resumed by the next run); ``False`` removes it (stages with nothing to resume).
     argv : list of str, optional
         The command line, recorded.
     config : optional
@@ -91,6 +94,7 @@ class StageRun:
         config: Any = None,
         heartbeat: float = 10.0,
         owns: Iterable[str] = (),
+        keep_failed: bool = True,
     ):
         self.stage = stage
         self.output = Path(str(output).removeprefix("file://"))
@@ -104,6 +108,7 @@ class StageRun:
         self.argv = None if argv is None else list(argv)
         self.config = config
         self.owns = tuple(owns)
+        self.keep_failed = keep_failed
         self.status: Status = "new"
         self.stored: RunSpec | None = None
         self.new_post_steps: tuple[str, ...] = ()
@@ -191,6 +196,9 @@ class StageRun:
                 keep_previous=self.status == "resume",
             )
             self.record.data["spec"] = self.spec.model_dump(mode="json")
+            for role, path in self.inputs.items():
+                if path is not None:
+                    self.record.add_input(path, name=role)
             self.record.data["resumed"] = self.status == "resume"
         except BaseException:
             self._lock.release()
@@ -237,6 +245,8 @@ class StageRun:
                 )
         finally:
             self._lock.release()
-            if exc is not None and self.kind == "atomic" and self._created and not self._published:
-                if not folder_entries(self.output):
+            if exc is not None and self._created and not self._published:
+                if self.kind == "atomic" and not folder_entries(self.output):
                     remove_location(self.output)
+                elif self.kind == "owner" and not self.keep_failed:
+                    remove_location(self.output)  # nothing resumable: leave no half result

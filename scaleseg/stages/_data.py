@@ -102,8 +102,9 @@ def convert(
 
     from ..config import ConvertConfig
     from ..io import convert_folder, plan_conversion
-    from ..runs import build_spec
+    from ..runs import build_spec, check_output
 
+    check_output(output, "convert", {"images": images, "masks": masks})
     config = config if config is not None else ConvertConfig()
     items, _ = plan_conversion(images, masks=masks, mask_suffix=mask_suffix)
     spec = build_spec("convert", config=config, inputs={
@@ -122,8 +123,8 @@ def convert(
         with (out / "conversion.csv").open(newline="") as fh:
             return ConvertResult(str(output), list(csv.DictReader(fh)), reused=True)
 
-    result, _ = _atomic_stage("convert", output, spec, inputs={"image folder": images,
-                              "mask folder": masks}, overwrite=overwrite, argv=argv,
+    result, _ = _atomic_stage("convert", output, spec, inputs={"images": images,
+                              "masks": masks}, overwrite=overwrite, argv=argv,
                               build=build, load=load)  # fmt: skip
     return result
 
@@ -172,11 +173,12 @@ def demo_data(
     import pandas as pd
 
     from ..datasets import write_demo_archive
-    from ..runs import build_spec
+    from ..runs import build_spec, check_output
 
     settings = {"n_images": n_images, "n_ood": n_ood, "shape": list(shape), "n_experts": n_experts,
                 "seed": seed, "snr": list(snr), "test_fraction": test_fraction,
                 "ngff_version": ngff_version}  # fmt: skip
+    check_output(output, "demo-data", {})
     spec = build_spec("demo-data", config=settings)
 
     def build(target) -> DemoDataResult:
@@ -264,10 +266,11 @@ def estimate_gt(
     from ..gt._collection import mask_sets
     from ..gt._outputs import run_gt
     from ..io import open_collection
-    from ..runs import build_spec
+    from ..runs import build_spec, check_output
 
     if (input is None) == (masks is None):
         raise ValueError("give either an input collection or a mask folder (not both)")
+    check_output(output, "gt", {"collection": input, "masks": masks})
     config = config if config is not None else GTConfig()
     sources = mask_sets(masks, suffix=mask_suffix) if masks is not None else open_collection(input)
     names = [s.name for s in sources]
@@ -287,7 +290,7 @@ def estimate_gt(
         return GTResult(str(output), config.method, json.loads((out / "gt_summary.json").read_text()),
                         pd.read_csv(out / "expert_summary.csv"), reused=True)  # fmt: skip
 
-    result, _ = _atomic_stage("gt", output, spec, inputs={"input collection": input,
-                              "mask folder": masks}, overwrite=overwrite, argv=argv,
+    result, _ = _atomic_stage("gt", output, spec, inputs={"collection": input,
+                              "masks": masks}, overwrite=overwrite, argv=argv,
                               build=build, load=load)  # fmt: skip
     return result

@@ -128,9 +128,10 @@ def predict(
     from ..config import PredictConfig
     from ..inference import predict_collection, read_ensemble, verify_ensemble
     from ..io import open_collection
-    from ..runs import StageRun, build_spec, image_selection
+    from ..runs import StageRun, build_spec, check_output, image_selection
     from ..tables import write_table
 
+    check_output(output, "predict", {"input": input, "ensemble": ensemble})
     config = config if config is not None else PredictConfig()
     info = read_ensemble(ensemble)
     verify_ensemble(info)
@@ -154,10 +155,9 @@ def predict(
         model={"checksums": list(info.checksums)},
         post_steps=["instances"] if _wants(instances) else [],
     )
-    run = StageRun("predict", out, spec, inputs={"input archive": input, "ensemble": ensemble},
+    run = StageRun("predict", out, spec, inputs={"input": input, "ensemble": ensemble},
                    overwrite=overwrite, argv=argv)  # fmt: skip
     with run:
-        run.record.add_input(input, name="input")
         for f in info.folds:
             run.record.add_model(f"fold_{f.fold}", f.sha256)
         if run.status == "resume" and (out / COMPLETE).is_file():

@@ -24,7 +24,8 @@ __all__ = [
 def _owner_run(stage: str, output, spec, *, inputs: dict, overwrite: bool, argv):
     from ..runs import StageRun
 
-    return StageRun(stage, output, spec, inputs=inputs, overwrite=overwrite, argv=argv)
+    return StageRun(stage, output, spec, inputs=inputs, overwrite=overwrite, argv=argv,
+                    keep_failed=False)  # fmt: skip
 
 
 # -- evaluate ------------------------------------------------------------------------------------
@@ -88,8 +89,10 @@ def evaluate(
     """
     from ..evaluation import ALL_EXPERTS, resolve_source, write_evaluation
     from ..evaluation import evaluate as score
-    from ..runs import build_spec
+    from ..runs import build_spec, check_output
 
+    exp_path = experts if experts not in (None, False, True) else None
+    check_output(output, "evaluate", {"pred": pred, "ref": ref, "experts": exp_path})
     given = instances_given or ""
     pred_src = resolve_source(pred, label=pred_label, suffix=pred_suffix,
                               instances=given in ("pred", "both"))  # fmt: skip
@@ -113,10 +116,8 @@ def evaluate(
             "experts_suffix": experts_suffix,
         },
     )
-    run = _owner_run("evaluate", output, spec, inputs={
-        "prediction": pred, "reference": ref,
-        "experts": experts if experts not in (None, False, True) else None},
-        overwrite=overwrite, argv=argv)  # fmt: skip
+    run = _owner_run("evaluate", output, spec, inputs={"pred": pred, "ref": ref, "experts": exp_path},
+                     overwrite=overwrite, argv=argv)  # fmt: skip
     with run:
         n_images = len(set(pred_src.items) & set(ref_src.items))
         with progress_bar(n_images, "evaluate", enabled=progress) as bar:
@@ -201,8 +202,9 @@ def check_quality(
     OOD detection when labels are given, and write the HTML report to ``output``."""
     from ..config import QAConfig
     from ..qa import run_qa
-    from ..runs import build_spec
+    from ..runs import build_spec, check_output
 
+    check_output(output, "qa", {"prediction": prediction, "evaluation": evaluation})
     config = config if config is not None else QAConfig()
     if test_where and test_images is None:
         raise ValueError("a test filter (test_where) needs test_images")
@@ -283,9 +285,10 @@ def select_for_annotation(
     set -- to ``output``."""
     from ..io import EXPERT_PREFIX, list_labels
     from ..qa import annotation_candidates, export_for_annotation, read_prediction_table
-    from ..runs import build_spec
+    from ..runs import build_spec, check_output
     from ..tables import read_image_list
 
+    check_output(output, "select", {"prediction": prediction})
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     table = read_prediction_table(prediction)

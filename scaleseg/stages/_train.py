@@ -123,10 +123,11 @@ def train(
     from ..gt._outputs import run_gt
     from ..io import open_image, to_cyx
     from ..models import EnsembleManifest, ModelSpec, resolve_encoder_weights
-    from ..runs import StageRun, build_spec, image_selection
+    from ..runs import StageRun, build_spec, check_output, image_selection
     from ..training import finished_folds, items_from_gt, train_ensemble, training_items
     from ..training._export import export_ensemble
 
+    check_output(output, "train", {"input": input, "gt": gt})
     config = config if config is not None else TrainConfig()
     export = tuple(sorted(set(export)))
     bad = sorted(set(export) - set(EXPORT_FORMATS))
@@ -189,7 +190,7 @@ def train(
             f"no local {weights.requested!r} weights for encoder {model.encoder!r}: the encoder "
             "starts from random initialisation (recorded as such in ensemble.json)"
         )
-    run = StageRun("train", out, spec, inputs={"input collection": input, "GT folder": gt},
+    run = StageRun("train", out, spec, inputs={"input": input, "gt": gt},
                    overwrite=overwrite, argv=argv)  # fmt: skip
     with run:
         done = tuple(finished_folds(out))
@@ -216,9 +217,6 @@ def train(
         if missing:
             exported = export_ensemble(out, formats=missing)
         trained = tuple(f.fold for f in manifest.folds if f.fold not in done)
-        run.record.add_input(input, name="collection")
-        if gt is not None:
-            run.record.add_input(gt, name="gt")
         for f in manifest.folds:
             run.record.add_model(f"fold_{f.fold}", f.sha256)
         run.record.set_summary(
