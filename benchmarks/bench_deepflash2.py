@@ -194,13 +194,11 @@ def _trained_ensemble(tmp: Path, src: Path, n_models: int) -> tuple[Path, list[s
     ens = tmp / "ensemble"
     df2 = tmp / "df2_models"
     df2.mkdir(parents=True)
-    manifest = json.loads((src / "ensemble.json").read_text())
     for f in folds:
-        (ens / Path(f["path"]).parent).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src / f["path"], ens / f["path"])
-        f.pop("features", None)
-    manifest["folds"] = folds
-    (ens / "ensemble.json").write_text(json.dumps(manifest, indent=1))
+        (ens / Path(f.path).parent).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / f.path, ens / f.path)
+    folds = [f.model_copy(update={"features": None}) for f in folds]
+    info.manifest.model_copy(update={"folds": folds}).write(ens)
     norm = Normalization.from_dict(info.normalization)
     torch.set_num_threads(2)
     pths = []
@@ -210,7 +208,7 @@ def _trained_ensemble(tmp: Path, src: Path, n_models: int) -> tuple[Path, list[s
         pths.append(str(pth))
     desc = (
         f"trained scaleseg ensemble {src} ({spec['arch']} + {spec['encoder']}, folds "
-        f"{[f['fold'] for f in folds]})"
+        f"{[f.fold for f in folds]})"
     )
     return ens, pths, norm.to_dict(), desc
 
@@ -219,7 +217,7 @@ def _ensemble(tmp: Path, crops, n_models: int) -> tuple[Path, list[str], dict, s
     """scaleseg ensemble + deepflash2 fold files holding the same weights."""
     import torch
 
-    from scaleseg.models import ModelSpec, build_model, save_weights
+    from scaleseg.models import EnsembleManifest, ModelSpec, build_model, save_weights
     from scaleseg.training import channel_stats
 
     norm = channel_stats([c[None] for _, c in crops])
@@ -252,25 +250,30 @@ def _ensemble(tmp: Path, crops, n_models: int) -> tuple[Path, list[str], dict, s
                 "path": f"fold_{k}/weights.safetensors",
                 "sha256": sha,
                 "valid_dice": 0.0,
+                "best_epoch": 0,
                 "train_images": [],
                 "valid_images": [],
+                "seconds": 0.0,
             }
         )
         pth = df2 / f"Unet_{ENCODER.replace('_', '-')}_2classes-fold{k + 1}.pth"
         _df2_fold_file(pth, model, spec, norm)
         pths.append(str(pth))
-    manifest = {
-        "model": spec,
-        "in_channels": 1,
-        "n_classes": 2,
-        "n_extra": 0,
-        "tile_shape": [512, 512],
-        "scale": 1.0,
-        "normalization": norm.to_dict(),
-        "folds": folds,
-        "classes": ["background", "pv"],
-    }
-    (ens / "ensemble.json").write_text(json.dumps(manifest, indent=1))
+    EnsembleManifest(
+        created=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        model=spec,
+        architecture=spec["arch"],
+        encoder=spec["encoder"],
+        in_channels=1,
+        n_classes=2,
+        n_extra=0,
+        tile_shape=(512, 512),
+        scale=1.0,
+        normalization=norm.to_dict(),
+        folds=folds,
+        classes=["background", "pv"],
+        train={},
+    ).write(ens)
     desc = (
         f"Unet + {ENCODER} (deepflash2's shape: depth 4, decoder 256-128-64-16), M={n_models}, "
         "random init seeds 0.., head rescaled (logit-difference std 6, 20% foreground)"
@@ -299,7 +302,8 @@ def _run_scaleseg(tmp: Path, ens: Path, names: list[str], cases: list[str], work
     import zarr
     from distributed import Client, LocalCluster
 
-    from scaleseg.inference import predict_collection, predict_options, read_ensemble
+    from scaleseg.config import PredictConfig
+    from scaleseg.inference import predict_collection, read_ensemble
     from scaleseg.io import open_collection
 
     info = read_ensemble(ens)
@@ -316,8 +320,7 @@ def _run_scaleseg(tmp: Path, ens: Path, names: list[str], cases: list[str], work
             client.run(_warm, info, c["tile"])
             # scaleseg's defaults (batch 1 on CPU, like deepflash2's per-window passes);
             # float32 probabilities for the comparison
-            opts = predict_options(
-                info,
+            config = PredictConfig(
                 tile_shape=(c["tile"], c["tile"]),
                 overlap=c["overlap"],
                 tta="flips",
@@ -325,7 +328,7 @@ def _run_scaleseg(tmp: Path, ens: Path, names: list[str], cases: list[str], work
             )
             dest = tmp / "scaleseg" / case
             t0 = time.perf_counter()
-            res = predict_collection(refs, info, dest, opts=opts, client=client)
+            res = predict_collection(refs, info, dest, config=config, client=client)
             secs = time.perf_counter() - t0
             table = res["images"].set_index("image")
             if (table["status"] != "ok").any():

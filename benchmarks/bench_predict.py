@@ -49,11 +49,12 @@ def _images(root: Path, n: int, shape: tuple[int, int], chunks=(512, 512)) -> Pa
 
 
 def _opts(tile=256, tta="none", block=2048, overlap=0.5, batch=4):
-    """predict options; (a)-(d) keep batch 4 (as when their figures were first measured, and
-    as the pure-forward reference runs), (e) uses the default (None: 1 on CPU)."""
-    from scaleseg.inference import predict_options
+    """predict options (a PredictConfig); (a)-(d) keep batch 4 (as when their figures were
+    first measured, and as the pure-forward reference runs), (e) uses the default (None: 1 on
+    CPU)."""
+    from scaleseg.config import PredictConfig
 
-    return predict_options(
+    return PredictConfig(
         tile_shape=(tile, tile),
         overlap=overlap,
         tta=tta,
@@ -89,7 +90,7 @@ def _warm(ens: str) -> int:
     return os.getpid()
 
 
-def _run(col: Path, ens: Path, out: Path, opts: dict, client) -> tuple[float, object]:
+def _run(col: Path, ens: Path, out: Path, opts, client) -> tuple[float, object]:
     from scaleseg.inference import predict_collection, read_ensemble
     from scaleseg.io import open_collection
 
@@ -97,7 +98,7 @@ def _run(col: Path, ens: Path, out: Path, opts: dict, client) -> tuple[float, ob
     refs = open_collection(col)
     client.run(_warm, str(ens))
     t0 = time.perf_counter()
-    res = predict_collection(refs, info, out, opts=opts, client=client)
+    res = predict_collection(refs, info, out, config=opts, client=client)
     return time.perf_counter() - t0, res["images"]
 
 
@@ -131,7 +132,7 @@ def _worker_cpu(client) -> float:
     return sum(t.user + t.system for t in times)
 
 
-def _overhead_case(tmp: Path, name: str, col: Path, ens: Path, opts: dict, client) -> dict:
+def _overhead_case(tmp: Path, name: str, col: Path, ens: Path, opts, client) -> dict:
     """End-to-end time vs the pure forward of the same number of passes in the same (warm)
     worker. Short forward probes before and after show how much the machine's speed drifted
     between the two (other load); the worker CPU-time ratio is insensitive to such load."""
@@ -268,7 +269,8 @@ def bench_tasks(tmp: Path) -> dict:
     t0 = time.perf_counter()
     refs = open_collection(root)
     info = read_ensemble(ens)
-    _, tasks, _ = plan_units(refs, info, tmp / "out_tasks", opts=_opts(block=2048))
+    config = _opts(block=2048).for_ensemble(info.tile_shape)
+    _, tasks, _ = plan_units(refs, info, tmp / "out_tasks", config=config)
     plan_s = time.perf_counter() - t0
     # the real graph sent to a scheduler: wait until it holds every task, then cancel
     from distributed import Client, LocalCluster
@@ -279,7 +281,12 @@ def bench_tasks(tmp: Path) -> dict:
     ):
         t1 = time.perf_counter()
         futs = c.map(
-            predict_unit, tasks, pure=False, key=[f"predict-{i}" for i in range(len(tasks))]
+            predict_unit,
+            tasks,
+            pure=False,
+            key=[f"predict-{i}" for i in range(len(tasks))],
+            ensemble=info,
+            config=config,
         )
         while c.run_on_scheduler(_scheduler_task_count) < len(tasks):
             time.sleep(0.02)

@@ -34,16 +34,17 @@ def main() -> None:
 
     from scaleseg.config import TrainConfig
     from scaleseg.datasets import write_demo_archive
+    from scaleseg.models import ModelSpec
     from scaleseg.training import train_ensemble, training_items
 
-    spec = {
-        "arch": "Unet",
-        "encoder": "tu-resnet10t",
-        "in_channels": 1,
-        "n_classes": 2,
-        "n_extra": 0,
-        "encoder_weights": None,
-    }
+    spec = ModelSpec(
+        arch="Unet",
+        encoder="tu-resnet10t",
+        in_channels=1,
+        n_classes=2,
+        n_extra=0,
+        encoder_weights=None,
+    )
     cfg = TrainConfig(
         encoder="tu-resnet10t",
         encoder_weights=None,
@@ -54,7 +55,7 @@ def main() -> None:
         tiles_per_epoch=32,
         batch_size=4,
         augmentations=("flip", "rotate90"),
-    ).model_dump(mode="json")
+    )
     times = {}
     with tempfile.TemporaryDirectory() as tmp:
         demo = write_demo_archive(Path(tmp) / "demo", n_images=4, n_ood=0, shape=(192, 192))
@@ -67,8 +68,8 @@ def main() -> None:
                     train_ensemble(
                         items,
                         Path(tmp) / f"ens{n}",
-                        model_spec=spec,
-                        train_cfg=cfg,
+                        model=spec,
+                        config=cfg,
                         client=client,
                         torch_threads=1,
                     )
@@ -95,10 +96,11 @@ def _tail_case(items, spec, cfg, tmp: Path, repeats: int) -> dict:
 
     from distributed import Client, LocalCluster
 
+    from scaleseg.config import TrainConfig
     from scaleseg.training import _ensemble, train_ensemble
 
     real = _ensemble.fold_threads
-    cfg3 = {**cfg, "n_folds": 3}
+    cfg3 = TrainConfig(**{**cfg.model_dump(), "n_folds": 3})
     out = {"widened": [], "plain": []}
     threads = {}
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cl:
@@ -114,7 +116,7 @@ def _tail_case(items, spec, cfg, tmp: Path, repeats: int) -> dict:
                         t0 = time.perf_counter()
                         ens = tmp / f"tail-{case}-{r}"
                         train_ensemble(
-                            items, ens, model_spec=spec, train_cfg=cfg3, client=client,
+                            items, ens, model=spec, config=cfg3, client=client,
                             torch_threads=1,
                         )  # fmt: skip
                         out[case].append(time.perf_counter() - t0)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .inference._tiling import reflect_indices
+
 __all__ = [
     "BlockPlan",
     "output_levels",
@@ -85,20 +87,6 @@ def read_region(image, read: tuple[slice, slice]) -> np.ndarray:
     y0, y1, x0, x1 = int(iy.min()), int(iy.max()) + 1, int(ix.min()), int(ix.max()) + 1
     box = np.asarray(image.data[:, y0:y1, x0:x1].compute(scheduler="sync"))
     return box[:, iy - y0][:, :, ix - x0]
-
-
-def reflect_indices(start: int, stop: int, length: int) -> np.ndarray:
-    """Source indices of ``[start, stop)`` on an axis of ``length`` with mirror reflection.
-
-    Reflection excludes the edge pixel (numpy's ``"reflect"`` mode) and repeats
-    periodically, so any range maps into ``[0, length)``.
-    """
-    idx = np.arange(start, stop, dtype=np.int64)
-    if length == 1:
-        return np.zeros_like(idx)
-    period = 2 * (length - 1)
-    idx = np.mod(idx, period)
-    return np.where(idx >= length, period - idx, idx)
 
 
 def _level_region(

@@ -110,7 +110,9 @@ def parse_unit_key(key: str) -> dict[str, Any]:
 def _log_local(key: str, status: str, seconds: float) -> None:
     line = {"event": "unit", **parse_unit_key(key), "key": key, "status": status,
             "worker": "local", "seconds": round(seconds, 3)}  # fmt: skip
-    log.info(json.dumps(line))
+    # in-process units are also counted by the progress bars: their lines are debug messages,
+    # failures warnings (a cluster run logs every unit through the scheduler plugin)
+    log.log(logging.DEBUG if status == "ok" else logging.WARNING, json.dumps(line))
 
 
 def _resources(client, resources) -> dict[str, float] | None:

@@ -240,7 +240,7 @@ class _FakeLibc:
 def fake_libc(monkeypatch):
     import ctypes
 
-    from scaleseg.cluster import _worker
+    from scaleseg import worker as _worker
 
     libc = _FakeLibc()
     monkeypatch.setattr(ctypes, "CDLL", lambda name: libc)
@@ -250,7 +250,7 @@ def fake_libc(monkeypatch):
 
 
 def test_tune_malloc_sets_both_thresholds_once(fake_libc):
-    from scaleseg.cluster import tune_malloc
+    from scaleseg.worker import tune_malloc
 
     assert tune_malloc() is True
     # glibc: M_MMAP_THRESHOLD = -3, M_TRIM_THRESHOLD = -1; defaults from scaleseg.yaml
@@ -259,7 +259,8 @@ def test_tune_malloc_sets_both_thresholds_once(fake_libc):
 
 
 def test_tune_malloc_follows_config_and_null_leaves_malloc_alone(fake_libc):
-    from scaleseg.cluster import _worker, tune_malloc
+    from scaleseg import worker as _worker
+    from scaleseg.worker import tune_malloc
 
     with dask.config.set({"scaleseg.cluster.malloc": {"mmap-threshold": "4MiB"}}):
         assert tune_malloc() is True
@@ -276,6 +277,6 @@ def test_tune_malloc_on_this_machine_in_a_fresh_process():
     import subprocess
     import sys
 
-    code = "from scaleseg.cluster import tune_malloc; print(tune_malloc())"
+    code = "from scaleseg.worker import tune_malloc; print(tune_malloc())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ("True" if sys.platform.startswith("linux") else "False")

@@ -142,7 +142,9 @@ def test_gt_cli(archive, tmp_path, capsys):
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["method"] == "majority_vote" and run["status"] == "ok"
     before = (out / "gt_summary.json").read_text()
-    assert main(["gt", str(archive), str(out)]) == 1  # another method: untouched without --overwrite
+    assert (
+        main(["gt", str(archive), str(out)]) == 1
+    )  # another method: untouched without --overwrite
     assert "config.method: 'majority_vote' -> 'staple'" in capsys.readouterr().err
     assert (out / "gt_summary.json").read_text() == before
     assert main(["gt", str(archive), str(out), "--overwrite"]) == 0

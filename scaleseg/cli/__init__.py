@@ -57,9 +57,9 @@ def _configure_logging(verbose: bool) -> None:
     own = logging.getLogger("scaleseg")
     own.setLevel(logging.DEBUG if verbose else logging.INFO)
     if not own.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(fmt)
-        own.addHandler(handler)
+        from ._common import _StderrHandler
+
+        own.addHandler(_StderrHandler())  # whatever sys.stderr is when a record is written
         own.propagate = False
 
 

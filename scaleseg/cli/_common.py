@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 __all__ = [
@@ -14,7 +14,6 @@ __all__ = [
     "add_cluster_args",
     "add_config_arg",
     "client_from_args",
-    "progress_bar",
     "say",
 ]
 
@@ -85,20 +84,28 @@ def _unit_logger() -> None:
             log.setLevel(logging.INFO)
 
 
-@contextmanager
-def client_from_args(args: argparse.Namespace) -> Iterator[Any]:
-    """Yield a Client for ``--scheduler`` / ``--cluster`` (or ``None``), printing the dashboard.
+class _LazyClient:
+    """A Dask client started on first use: a run refused by its checks, or one that finds its
+    work done, never starts a cluster. Attribute access goes to the real ``Client``."""
 
-    While the client is open, every finished task is logged as one JSON line on the
-    ``scaleseg.units`` logger (key, image / block or fold, worker, seconds).
-    """
-    target = args.scheduler or args.cluster
-    if target is None:
-        yield None
-        return
+    def __init__(self, args: argparse.Namespace, stack: ExitStack):
+        self._args, self._stack, self._client = args, stack, None
+
+    def _get(self):
+        if self._client is None:
+            self._client = self._stack.enter_context(_session(self._args))
+        return self._client
+
+    def __getattr__(self, name: str):
+        return getattr(self._get(), name)
+
+
+@contextmanager
+def _session(args: argparse.Namespace) -> Iterator[Any]:
     from ..cluster import cluster_session, dashboard_link
     from ..cluster._observe import watch_units
 
+    target = args.scheduler or args.cluster
     kwargs = {"n_workers": args.workers} if args.workers and not args.scheduler else {}
     with cluster_session(target, **kwargs) as client:
         n = len(client.scheduler_info().get("workers", {}))
@@ -119,11 +126,15 @@ def client_from_args(args: argparse.Namespace) -> Iterator[Any]:
 
 
 @contextmanager
-def progress_bar(total: int, desc: str) -> Iterator[Any]:
-    from tqdm.auto import tqdm
+def client_from_args(args: argparse.Namespace) -> Iterator[Any]:
+    """Yield a client for ``--scheduler`` / ``--cluster`` (or ``None``), started on first use;
+    the dashboard link is printed when it starts.
 
-    bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None)
-    try:
-        yield bar
-    finally:
-        bar.close()
+    While the client is open, every finished task is logged as one JSON line on the
+    ``scaleseg.units`` logger (key, image / block or fold, worker, seconds).
+    """
+    if (args.scheduler or args.cluster) is None:
+        yield None
+        return
+    with ExitStack() as stack:
+        yield _LazyClient(args, stack)

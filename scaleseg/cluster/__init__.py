@@ -17,7 +17,6 @@ from ._client import (
 from ._config import apply_recipe, check_cluster_settings, get_setting, load_defaults, load_recipe
 from ._kube import load_kubernetes_spec, validate_dask_resource, worker_groups
 from ._observe import watch_epochs
-from ._worker import prepare_worker_process, tune_malloc
 
 __all__ = [
     "PROFILES",
@@ -32,8 +31,6 @@ __all__ = [
     "load_kubernetes_spec",
     "load_recipe",
     "make_cluster",
-    "prepare_worker_process",
-    "tune_malloc",
     "validate_dask_resource",
     "watch_epochs",
     "worker_groups",

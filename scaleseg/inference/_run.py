@@ -100,7 +100,7 @@ def predict_unit(
     t0 = time.perf_counter()
     worker = current_worker()
     if worker is not None:  # torch threads (workers run with OMP_NUM_THREADS=1), allocator
-        from ..cluster import prepare_worker_process
+        from ..worker import prepare_worker_process
 
         prepare_worker_process(unit.torch_threads)
     info = ensemble

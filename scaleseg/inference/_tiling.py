@@ -15,8 +15,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..blocks import reflect_indices
-
 __all__ = [
     "TilePlan",
     "plan_tiles",
@@ -119,6 +117,20 @@ def gaussian_weights(tile_shape: tuple[int, int], *, sigma_scale: float = 1.0 / 
         Maximum 1 at the centre; strictly positive everywhere.
     """
     return _gaussian((int(tile_shape[0]), int(tile_shape[1])), float(sigma_scale))
+
+
+def reflect_indices(start: int, stop: int, length: int) -> np.ndarray:
+    """Source indices of ``[start, stop)`` on an axis of ``length`` with mirror reflection.
+
+    Reflection excludes the edge pixel (numpy's ``"reflect"`` mode) and repeats
+    periodically, so any range maps into ``[0, length)``.
+    """
+    idx = np.arange(start, stop, dtype=np.int64)
+    if length == 1:
+        return np.zeros_like(idx)
+    period = 2 * (length - 1)
+    idx = np.mod(idx, period)
+    return np.where(idx >= length, period - idx, idx)
 
 
 def windows_for_region(

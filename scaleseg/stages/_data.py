@@ -7,9 +7,12 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._common import absolute, progress_bar
+
+if TYPE_CHECKING:
+    from ..config import ConvertConfig, GTConfig
 
 __all__ = [
     "ConvertResult",
@@ -86,7 +89,7 @@ def convert(
     *,
     masks: str | os.PathLike | None = None,
     mask_suffix: str = "",
-    config: Any = None,
+    config: ConvertConfig | None = None,
     client: Any = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -245,7 +248,7 @@ def estimate_gt(
     *,
     masks: str | os.PathLike | None = None,
     mask_suffix: str = "",
-    config: Any = None,
+    config: GTConfig | None = None,
     formats: Sequence[str] = ("parquet", "csv"),
     client: Any = None,
     overwrite: bool = False,

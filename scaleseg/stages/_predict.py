@@ -7,9 +7,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._common import absolute, progress_bar, torch_threads_setting
+
+if TYPE_CHECKING:
+    from ..config import InstancesConfig, PredictConfig
 
 __all__ = ["InstancesResult", "PredictResult", "predict", "segment_instances"]
 
@@ -84,11 +87,11 @@ def predict(
     ensemble: str | os.PathLike,
     output: str | os.PathLike,
     *,
-    config: Any = None,
+    config: PredictConfig | None = None,
     images: Sequence[str] | None = None,
     images_file: str | os.PathLike | None = None,
     where: str | None = None,
-    instances: Any = None,
+    instances: InstancesConfig | None = None,
     client: Any = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -208,7 +211,7 @@ def _select(refs, images, images_file, where):
 def segment_instances(
     prediction: str | os.PathLike,
     *,
-    config: Any = None,
+    config: InstancesConfig | None = None,
     block_shape: tuple[int, int] | None = None,
     client: Any = None,
     overwrite: bool = False,

@@ -7,9 +7,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._common import absolute, progress_bar
+
+if TYPE_CHECKING:
+    from ..config import QAConfig
 
 __all__ = [
     "EvaluateResult",
@@ -185,7 +188,7 @@ def check_quality(
     prediction: str | os.PathLike,
     output: str | os.PathLike,
     *,
-    config: Any = None,
+    config: QAConfig | None = None,
     evaluation: str | os.PathLike | None = None,
     reference: str | None = None,
     test_images: str | os.PathLike | Sequence[str] | None = None,

@@ -6,9 +6,12 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._common import absolute, progress_bar, torch_threads_setting
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 __all__ = ["TrainResult", "train"]
 
@@ -69,7 +72,7 @@ def train(
     input: str | os.PathLike,
     output: str | os.PathLike,
     *,
-    config: Any = None,
+    config: TrainConfig | None = None,
     gt: str | os.PathLike | None = None,
     label: str | None = None,
     images: Sequence[str] | None = None,

@@ -234,7 +234,7 @@ def ensure_fold_features(
     calibration = arrays.get("calibration")
     if stats is None or (calibration is None and valid_items):
         if torch_threads:  # a worker task: torch threads and the allocator
-            from ..cluster import prepare_worker_process
+            from ..worker import prepare_worker_process
 
             prepare_worker_process(torch_threads)
         device = pick_device()

@@ -260,7 +260,7 @@ def fit_fold(
     if (final / FOLD_FILE).is_file():
         return json.loads((final / FOLD_FILE).read_text()) | {"skipped": True}
     if torch_threads:  # a worker task: torch threads and the allocator (scaleseg.cluster)
-        from ..cluster import prepare_worker_process
+        from ..worker import prepare_worker_process
 
         prepare_worker_process(torch_threads)
     dev = pick_device(device)

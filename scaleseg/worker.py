@@ -1,4 +1,7 @@
-"""Per-process set-up of Dask worker processes that run torch: threads and the allocator.
+"""Per-process set-up of the worker processes that run torch units: threads and the allocator.
+
+Called by the units themselves (predict, train, feature statistics) when they run inside a
+Dask worker; the cluster factory (:mod:`scaleseg.cluster`) only starts workers.
 
 Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``
 (``distributed.nanny.pre-spawn-environ``). Setting any glibc malloc threshold switches off
@@ -16,8 +19,6 @@ import ctypes
 import ctypes.util
 import sys
 
-from ._config import get_setting
-
 __all__ = ["prepare_worker_process", "tune_malloc"]
 
 _M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
@@ -33,6 +34,8 @@ def tune_malloc(mmap_threshold=None, trim_threshold=None) -> bool:
     """
     if "malloc" in _DONE:
         return _DONE["malloc"]
+    from .cluster._config import get_setting
+
     cfg = get_setting("cluster.malloc", {}) or {}
     if mmap_threshold is None and trim_threshold is None and not cfg:
         _DONE["malloc"] = False
