@@ -285,8 +285,8 @@ def _warm(info, tile: int) -> bool:
     """On a worker: load the models into the per-process cache and run two forward passes."""
     import torch
 
-    from scaleseg.cluster import prepare_worker_process
     from scaleseg.inference import get_models
+    from scaleseg.worker import prepare_worker_process
 
     prepare_worker_process(1)  # as predict_unit does in every worker
     x = torch.zeros(1, info.in_channels, tile, tile)

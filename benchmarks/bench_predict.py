@@ -77,8 +77,8 @@ def _warm(ens: str) -> int:
     as in a long run: model loading and first-call set-up are not per-image costs)."""
     import torch
 
-    from scaleseg.cluster import prepare_worker_process
     from scaleseg.inference import get_models, read_ensemble
+    from scaleseg.worker import prepare_worker_process
 
     prepare_worker_process(1)  # as predict_unit: 1 torch thread, allocator thresholds
     info = read_ensemble(ens)
@@ -107,8 +107,8 @@ def _pure_forward(ens: str, n_forward: int, tile: int, batch: int = 4) -> dict:
     batches of ``batch`` on one thread -- run inside a worker, like the real units."""
     import torch
 
-    from scaleseg.cluster import prepare_worker_process
     from scaleseg.inference import get_models, read_ensemble
+    from scaleseg.worker import prepare_worker_process
 
     prepare_worker_process(1)
     info = read_ensemble(ens)
@@ -257,7 +257,8 @@ def bench_tasks(tmp: Path) -> dict:
 
     import numpy as np
 
-    from scaleseg.inference import plan_units, predict_unit, read_ensemble
+    from scaleseg.inference import read_ensemble
+    from scaleseg.inference._run import plan_units, predict_unit  # the units predict submits
     from scaleseg.io import open_collection, write_image
 
     ens = _ensemble(tmp, n_models=1)

@@ -3,7 +3,8 @@
     python benchmarks/run_all.py [--only gt metrics ...] [--out benchmarks/results]
 
 Each script measures its ratios within one run (machines are noisy); this driver only runs them
-one after another and tabulates what they print.
+one after another and tabulates what they print. A benchmark's old ``<name>.json`` is deleted
+before it runs; its return code is one row of the table.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main() -> None:
     results = {"machine": machine(), "benchmarks": {}}
     for name in args.only or SCRIPTS:
         target = out / f"{name}.json"
+        target.unlink(missing_ok=True)  # a failed run must not report the previous figures
         t0 = time.perf_counter()
         cmd = [sys.executable, str(HERE / SCRIPTS[name][0]), "--json", str(target)]
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
@@ -61,6 +63,7 @@ def main() -> None:
         "|---|---|---|",
     ]
     for name, entry in results["benchmarks"].items():
+        lines.append(f"| {name} | returncode | {entry['returncode']} |")
         for k, v in entry.get("figures", {"failed": f"exit {entry['returncode']}"}).items():
             lines.append(f"| {name} | {k} | {v} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")

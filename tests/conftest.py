@@ -105,3 +105,15 @@ def make_random_ensemble(
 @pytest.fixture(scope="session")
 def tiny_ensemble(tmp_path_factory):
     return make_random_ensemble(tmp_path_factory.mktemp("ensemble") / "ens")
+
+
+@pytest.fixture(autouse=True)
+def _scaleseg_loggers_enabled():
+    """Some libraries configure logging with ``disable_existing_loggers``: tests that read
+    scaleseg's log records must not depend on which test ran before."""
+    import logging
+
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("scaleseg") and isinstance(logger, logging.Logger):
+            logger.disabled = False
+    yield
