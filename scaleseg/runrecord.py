@@ -185,7 +185,6 @@ class RunRecord:
         }
         self._t0 = time.perf_counter()
         self._existed = self.out_dir.exists()
-        self._nothing_done = False
 
     # -- collection -------------------------------------------------------------------------
     def set_config(self, config: Any) -> None:
@@ -209,10 +208,6 @@ class RunRecord:
     def set_summary(self, **values: Any) -> None:
         self.data["summary"].update(_jsonable(values))
 
-    def nothing_done(self) -> None:
-        """The command found its work finished: keep the earlier run's record as it is."""
-        self._nothing_done = True
-
     # -- writing ----------------------------------------------------------------------------
     def write(self) -> Path:
         from .files import atomic_write_json
@@ -231,8 +226,6 @@ class RunRecord:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc is None and self._nothing_done:
-            return
         if exc is None:
             self.finish("ok")
         elif self.out_dir.exists() and not self._existed:

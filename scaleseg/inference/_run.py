@@ -14,7 +14,6 @@ The stage run (:func:`scaleseg.predict`) adds ``images.parquet`` / ``images.csv`
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import time
 from collections.abc import Callable
@@ -42,7 +41,6 @@ __all__ = [
     "preflight",
 ]
 
-log = logging.getLogger("scaleseg.predict")
 UNCERTAINTY_CHANNELS = ("u", "epistemic", "aleatoric")
 
 

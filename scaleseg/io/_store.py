@@ -19,8 +19,6 @@ __all__ = [
     "safe_name",
 ]
 
-_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-
 
 def _local_path(url: str | Path) -> Path:
     s = str(url)

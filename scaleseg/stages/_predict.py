@@ -133,6 +133,7 @@ def predict(
     from ..io import open_collection
     from ..runs import StageRun, build_spec, check_output, image_selection
     from ..tables import write_table
+    from ..training import select_images
 
     check_output(output, "predict", {"input": input, "ensemble": ensemble})
     config = config if config is not None else PredictConfig()
@@ -144,7 +145,10 @@ def predict(
             f"{ensemble}: ensembles trained with scale {info.scale} cannot be applied by predict "
             "yet (only scale 1)"
         )
-    refs = _select(open_collection(input), images, images_file, where)
+    refs = select_images(
+        open_collection(input), None if images_file is None else str(images_file), where,
+        names=None if images is None else list(images),
+    )  # fmt: skip
     out = Path(output)
     spec = build_spec(
         "predict",
@@ -192,20 +196,6 @@ def predict(
 
 def _wants(instances) -> bool:
     return instances is not None and getattr(instances, "method", "none") != "none"
-
-
-def _select(refs, images, images_file, where):
-    from ..training import select_images
-
-    if images is not None:
-        if images_file is not None:
-            raise ValueError("give images or images_file, not both")
-        wanted = set(images)
-        unknown = sorted(wanted - {r.name for r in refs})
-        if unknown:
-            raise ValueError(f"images not in the input: {', '.join(unknown[:10])}")
-        return [r for r in refs if r.name in wanted]
-    return select_images(refs, None if images_file is None else str(images_file), where)
 
 
 def segment_instances(

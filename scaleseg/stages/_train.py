@@ -136,26 +136,14 @@ def train(
     bad = sorted(set(export) - set(EXPORT_FORMATS))
     if bad:
         raise ValueError(f"unknown export format(s) {bad}; use {', '.join(EXPORT_FORMATS)}")
-    if images is not None and images_file is not None:
-        raise ValueError("give images or images_file, not both")
     if gt is not None and label is not None:
         raise ValueError("give gt or label, not both")
     out = Path(output)
     items, needs_vote, warnings = training_items(
         str(input), gt=None if gt is None else str(gt), label=label,
         names_file=None if images_file is None else str(images_file), where=where,
-        instance_label=instance_label,
+        instance_label=instance_label, names=None if images is None else list(images),
     )  # fmt: skip
-    if images is not None:
-        wanted = set(images)
-        known = {i.name for i in items} | {r.name for r in needs_vote}
-        unknown = sorted(wanted - known)
-        if unknown:
-            raise ValueError(
-                f"images not in {input} (or without labels): {', '.join(unknown[:10])}"
-            )
-        items = [i for i in items if i.name in wanted]
-        needs_vote = [r for r in needs_vote if r.name in wanted]
     names = [i.name for i in items] + [r.name for r in needs_vote]
     if not names:
         raise ValueError(f"{input}: no labelled images to train on")

@@ -14,23 +14,33 @@ GT_LABEL = "est_gt"
 
 
 def select_images(
-    refs: list[ImageRef], names_file: str | None, where: str | None
+    refs: list[ImageRef],
+    names_file: str | None,
+    where: str | None,
+    *,
+    names: list[str] | None = None,
 ) -> list[ImageRef]:
-    """Keep the images named in ``names_file`` (:func:`scaleseg.tables.read_image_list`),
-    optionally filtered by ``where`` (``column=value``); an unknown name is an error."""
-    if names_file is None:
+    """Keep the images named in ``names_file`` (:func:`scaleseg.tables.read_image_list`,
+    optionally filtered by ``where``: ``column=value``) or in ``names``; an unknown name is an
+    error."""
+    if names is not None:
+        if names_file is not None:
+            raise ValueError("give a list of image names or an image list file, not both")
+        source, wanted = "the image list", set(names)
+    elif names_file is None:
         if where:
             raise ValueError("--where needs --images-file (a CSV with the column)")
         return refs
-    names = set(read_image_list(names_file, where=where))
+    else:
+        source, wanted = names_file, set(read_image_list(names_file, where=where))
     known = {r.name for r in refs}
-    unknown = sorted(names - known)
+    unknown = sorted(wanted - known)
     if unknown:
         raise ValueError(
-            f"{names_file}: images not in the collection: {', '.join(unknown[:10])}"
+            f"{source}: images not in the collection: {', '.join(unknown[:10])}"
             + (f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else "")
         )
-    return [r for r in refs if r.name in names]
+    return [r for r in refs if r.name in wanted]
 
 
 def training_items(
@@ -41,6 +51,7 @@ def training_items(
     names_file: str | None = None,
     where: str | None = None,
     instance_label: str | None = None,
+    names: list[str] | None = None,
 ) -> tuple[list[TrainItem], list[ImageRef], list[str]]:
     """Pair every selected image with its labels.
 
@@ -55,7 +66,7 @@ def training_items(
     -------
     items, needs_vote, warnings
     """
-    refs = select_images(open_collection(input_url), names_file, where)
+    refs = select_images(open_collection(input_url), names_file, where, names=names)
     items: list[TrainItem] = []
     needs_vote: list[ImageRef] = []
     warnings: list[str] = []
