@@ -107,11 +107,12 @@ class TrainConfig(_Frozen):
     tiles_per_epoch: int = Field(512, ge=1)
     scale: float = Field(1.0, gt=0, description="zoom-out factor for large structures")
     augmentations: tuple[str, ...] = ("flip", "rotate90", "rotate", "gamma")
-    intensity: Literal["data", "dtype"] = Field(
+    intensity: Literal["data", "dtype", "percentile"] = Field(
         "data",
         description="unit scale of the pixels: divided by the largest training value per "
-        "channel ('data': 12-bit data in uint16 fills [0, 1]) or by the dtype's range "
-        "('dtype', as ensembles before it)",
+        "channel ('data': 12-bit data in uint16 fills [0, 1]), by the dtype's range "
+        "('dtype', as ensembles before it), or each image's 1st-99.8th percentile mapped to "
+        "[0, 1] ('percentile': dim and bright acquisitions look alike)",
     )
     ema: float | None = Field(
         0.99,
@@ -119,6 +120,12 @@ class TrainConfig(_Frozen):
         lt=1.0,
         description="decay of an exponential moving average of the weights (with warm-up), "
         "validated and saved instead of the raw weights; None = off",
+    )
+    threshold: Literal["calibrate", "argmax"] = Field(
+        "argmax",
+        description="decision rule of binary ensembles: the foreground-probability threshold "
+        "with the best pooled Dice on the folds' validation images ('calibrate', stored in "
+        "ensemble.json and used by predict), or the argmax (0.5); multi-class: always argmax",
     )
     mixed_precision: bool = True
     early_stopping_patience: int | None = Field(None, ge=1)
@@ -163,6 +170,13 @@ class PredictConfig(_Frozen):
         ge=1,
         description="inputs per forward pass; None = 1 on CPU (11-20% faster per window there "
         "than 4) and 4 on GPU",
+    )
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="foreground-probability threshold of a binary ensemble; None = the "
+        "ensemble's calibrated threshold, or the argmax when it has none",
     )
     probabilities_dtype: Literal["float32", "float16"] = "float16"
     write_probabilities: bool = True

@@ -51,6 +51,7 @@ def make_random_ensemble(
     encoder="tu-resnet10t",
     n_extra=0,
     seed=0,
+    normalization=None,
 ):
     """A small ensemble folder with randomly initialised weights (no training)."""
     from pathlib import Path
@@ -94,7 +95,7 @@ def make_random_ensemble(
         n_classes=n_classes,
         n_extra=n_extra,
         tile_shape=tuple(tile),
-        normalization={"mean": [0.05] * in_channels, "std": [0.03] * in_channels},
+        normalization=normalization or {"mean": [0.05] * in_channels, "std": [0.03] * in_channels},
         folds=folds,
         classes=[f"class_{i}" for i in range(n_classes)],
         train={},

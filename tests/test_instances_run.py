@@ -10,7 +10,7 @@ import scaleseg
 from scaleseg import io
 from scaleseg.cli import main
 from scaleseg.config import InstancesConfig, PredictConfig
-from scaleseg.instances import instance_table, run_instances
+from scaleseg.instances import instance_table, read_instances, run_instances
 
 
 def _bijective(a: np.ndarray, b: np.ndarray) -> bool:
@@ -50,13 +50,20 @@ def test_components_blocked_equals_whole(predictions):
     (whole, bw), (blocked, bb) = predictions["whole"], predictions["blocked"]
     rw = run_instances(whole, **_params("components"), block_shape=(bw, bw))
     rb = run_instances(blocked, **_params("components"), block_shape=(bb, bb))
+    counts_b = rb["images"].set_index("image")["n_instances"]
     for name in ("p", "q"):
         a = io.open_labels(whole / "images" / f"{name}.zarr", "instances").values
         b = io.open_labels(blocked / "images" / f"{name}.zarr", "instances").values
         assert a.max() > 3
         assert _bijective(a, b)
-    # the stitched table equals the table of the whole-image labels (same objects, same sums)
-    tb = rb["instances"]
+    # the stitched table equals the table of the whole-image labels (same objects, same sums);
+    # it is a folder of one Parquet part per image that pandas reads in one call
+    assert (
+        rb["table"] == blocked / "instances"
+        and rb["n_instances"] == rb["images"]["n_instances"].sum()
+    )
+    assert sorted(p.name for p in rb["table"].iterdir()) == ["part-p.parquet", "part-q.parquet"]
+    tb = pd.read_parquet(blocked / "instances")
     lab = io.open_labels(blocked / "images" / "p.zarr", "instances").values
     img = io.open_image(rb["images"].set_index("image").loc["p", "path"]).values
     unc = io.open_image(blocked / "images" / "p.zarr").values[0]
@@ -66,8 +73,28 @@ def test_components_blocked_equals_whole(predictions):
     pd.testing.assert_frame_equal(got[ref.columns], ref, check_dtype=False, atol=1e-6)
     counts = rw["images"].set_index("image")["n_instances"]
     assert counts["p"] == lab.max()
-    assert (blocked / "instances.parquet").exists()
+    for name in ("p", "q"):  # whole and blocked: the same objects, row for row up to the labels
+        w = read_instances(whole, images=[name]).sort_values(["bbox_y0", "bbox_x0"])
+        b = read_instances(blocked, images=[name]).sort_values(["bbox_y0", "bbox_x0"])
+        cols = [c for c in w.columns if c != "label"]
+        pd.testing.assert_frame_equal(
+            w[cols].reset_index(drop=True), b[cols].reset_index(drop=True), check_dtype=False,
+            atol=1e-6,
+        )  # fmt: skip
+    # other readers: dask.dataframe and pyarrow's dataset see the same rows; the small table
+    # also has its CSV copy
+    import dask.dataframe as dd
+    import pyarrow.dataset as pads
+
+    assert len(dd.read_parquet(str(blocked / "instances")).compute()) == len(tb)
+    assert pads.dataset(blocked / "instances").count_rows() == len(tb)
+    csv = pd.read_csv(blocked / "instances.csv")
+    assert len(csv) == len(tb) and list(csv.columns) == list(tb.columns)
+    # a reader asks for one image and two columns: only that part is read
+    one = read_instances(blocked, images=["q"], columns=["label", "area"])
+    assert list(one.columns) == ["label", "area"] and len(one) == counts_b["q"]
     assert not (blocked / "images" / "p.zarr" / "_instances_provisional").exists()
+    assert not (blocked / "manifest_instances").exists()  # the stitch work files are removed
 
 
 def test_watershed_blocked_close_to_whole(predictions):

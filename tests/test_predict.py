@@ -72,6 +72,33 @@ def test_blocked_equals_whole_image(collection, tiny_ensemble, tmp_path):
     )
 
 
+def test_per_image_scaling_blocked_equals_whole_and_ignores_gain(collection, tmp_path):
+    """An ensemble with per-image percentile scaling: every block of an image uses the whole
+    image's percentiles (blocked == whole), and an image recorded 3x brighter with an offset
+    gives the same prediction."""
+    from conftest import make_random_ensemble
+
+    ens = make_random_ensemble(
+        tmp_path / "ens", normalization={"mean": [0.2], "std": [0.25], "percentiles": [1.0, 99.8]}
+    )
+    info = read_ensemble(ens)
+    a = io.open_image(collection / "a.zarr").values
+    col = tmp_path / "col"
+    io.write_image(col / "a.zarr", a, chunks=(40, 40), n_levels=1)
+    io.write_image(col / "a_bright.zarr", a * 3 + 500, chunks=(40, 40), n_levels=1)
+    refs = io.open_collection(col)
+    predict_collection(refs, info, tmp_path / "whole", config=_opts((4096, 4096)))
+    blocked = predict_collection(refs, info, tmp_path / "blocked", config=_opts((64, 64)))
+    assert (blocked["images"]["n_blocks"] > 1).all()
+    uw, pw, lw = _read_outputs(tmp_path / "whole", "a")
+    for out, name in (("blocked", "a"), ("whole", "a_bright"), ("blocked", "a_bright")):
+        u, p, lab = _read_outputs(tmp_path / out, name)
+        np.testing.assert_array_equal(lab, lw)
+        np.testing.assert_allclose(p, pw, atol=1e-5)
+        np.testing.assert_allclose(u, uw, atol=1e-5)
+    assert np.unique(lw).size == 2  # a real two-class prediction, not a constant one
+
+
 def test_image_smaller_than_the_tile_equals_its_reflected_padding(tiny_ensemble, tmp_path):
     """A 40 x 50 image with a 64 x 64 tile is one window filled by mirror reflection: the same
     as predicting the image padded with ``np.pad(mode="reflect")`` and cropping."""
@@ -169,14 +196,20 @@ def test_resume_and_rerun(collection, tiny_ensemble, tmp_path, capsys):
     assert main(argv) == 0
     first = _read_outputs(out, "a")
     table1 = pd.read_parquet(out / "images.parquet")
-    # simulate an interrupted run: some units never finished, their blocks are blank
-    units = sorted((out / "manifest" / "a").glob("*_*.json"))
-    for u in units[::2]:
-        u.unlink()
+    # the run's unit records are one compacted log, not a file per unit
+    assert [p.name for p in (out / "manifest").iterdir()] == ["units.jsonl"]
+    # simulate an interrupted run: some units never finished (no record; the last one cut
+    # mid-line by a kill)
+    log = out / "manifest" / "units.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    units = [ln for ln in lines if '"block"' in ln and '"image":"a"' in ln]
+    dropped = units[::2]
+    kept = [ln for ln in lines if ln not in dropped]
+    log.write_text("".join(kept) + dropped[-1][: len(dropped[-1]) // 2])
     (out / "complete").unlink()
     capsys.readouterr()
     assert main(argv) == 0
-    assert f"{len(units[::2])} units run" in capsys.readouterr().out
+    assert f"{len(dropped)} units run" in capsys.readouterr().out
     for x, y in zip(first, _read_outputs(out, "a")):
         np.testing.assert_array_equal(x, y)
     pd.testing.assert_frame_equal(
@@ -312,6 +345,6 @@ def test_cli_predict_with_instances(collection, tiny_ensemble, tmp_path, capsys)
         pd.read_parquet(out / "instances_images.parquet"), on="image"
     )  # the instance stage adds its own per-image table; predict's stays as predict wrote it
     assert (table["instance_method"] == "components").all()
-    inst = pd.read_parquet(out / "instances.parquet")
+    inst = pd.read_parquet(out / "instances")  # one part per image
     assert (inst["area"] >= 3).all()
     assert table["n_instances"].sum() == len(inst)

@@ -135,6 +135,7 @@ def test_loaded_artifact_reproduces_validation(archive, tmp_path):
     manifest = train_ensemble(items, tmp_path / "ens", model=_spec(SPEC), config=cfg).model_dump(
         mode="json"
     )
+    assert manifest["decision_threshold"] is None  # argmax unless asked to calibrate
     norm = Normalization.from_dict(manifest["normalization"])
     by_name = {i.name: i for i in items}
     for f in manifest["folds"]:

@@ -11,7 +11,13 @@ import zarr
 from scipy import ndimage
 
 from scaleseg.io import write_image, write_labels
-from scaleseg.models._normalize import Normalization, channel_stats, to_unit_range
+from scaleseg.models._normalize import (
+    PERCENTILES,
+    Normalization,
+    channel_stats,
+    image_percentiles,
+    to_unit_range,
+)
 from scaleseg.training._augment import (
     AUGMENTATIONS,
     DEFAULT_AUGMENTATIONS,
@@ -222,11 +228,66 @@ def test_channel_stats_data_intensity_fills_the_unit_range():
     old = channel_stats(imgs)
     assert old.intensity_max is None and old.unit(imgs[1]).max() == pytest.approx(4095 / 65535)
     with pytest.raises(ValueError, match="intensity"):
-        channel_stats(imgs, intensity="percentile")
+        channel_stats(imgs, intensity="max")
     with pytest.raises(ValueError, match="positive maximum"):
         channel_stats([np.zeros((1, 4, 4), np.uint8)], intensity="data")
     with pytest.raises(ValueError, match="one positive value per channel"):
         Normalization(mean=(0.0,), std=(1.0,), intensity_max=(0.0,))
+
+
+def test_percentile_scaling_makes_dim_and_bright_acquisitions_alike():
+    """Per-image scaling: an image and the same scene 5x brighter plus an offset map to the same
+    unit-scale pixels; percentiles equal numpy's, for numpy and chunked dask input alike."""
+    rng = np.random.default_rng(4)
+    dim = rng.gamma(2.0, 6.0, size=(2, 90, 70)).astype(np.uint16)
+    bright = (dim * 5 + 100).astype(np.uint16)
+    low, high = image_percentiles(dim)
+    np.testing.assert_array_equal(low, np.percentile(dim.reshape(2, -1), 1.0, axis=1))
+    np.testing.assert_array_equal(high, np.percentile(dim.reshape(2, -1), 99.8, axis=1))
+    low_d, high_d = image_percentiles(da.from_array(dim, chunks=(1, 32, 32)))
+    np.testing.assert_array_equal(low, low_d)
+    np.testing.assert_array_equal(high, high_d)
+    norm = channel_stats([dim, bright], intensity="percentile")
+    assert norm.per_image and norm.percentiles == PERCENTILES and norm.intensity_max is None
+    with pytest.raises(ValueError, match="for_image"):
+        norm.unit(dim)  # an unbound per-image normalisation cannot be applied
+    a, b = norm.for_image(dim).unit(dim), norm.for_image(bright).unit(bright)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert a.min() == 0.0  # values below the low percentile are clipped to 0
+    ref = np.maximum((dim - low[:, None, None]) / (high - low)[:, None, None], 0)
+    np.testing.assert_allclose(a, ref, rtol=1e-6, atol=1e-7)
+    pooled = np.concatenate([ref.reshape(2, -1)] * 2, axis=1)  # both images scale alike
+    np.testing.assert_allclose(norm.mean, pooled.mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(norm.std, pooled.std(axis=1), rtol=1e-5)
+    stored = norm.to_dict()
+    assert stored["percentiles"] == [1.0, 99.8] and Normalization.from_dict(stored) == norm
+    with pytest.raises(ValueError, match="not stored"):
+        norm.for_image(dim).to_dict()
+    flat = norm.for_image(np.full((2, 8, 8), 7, np.uint8))  # constant image: span of 1 raw unit
+    assert (
+        flat.intensity_max == (8.0, 8.0) and flat.unit(np.full((2, 8, 8), 7, np.uint8)).max() == 0
+    )
+    big = rng.integers(0, 255, (1, 2100, 1100)).astype(np.uint8)  # strided sample, offset 0
+    s = int(np.ceil(np.sqrt(2100 * 1100 / 2**20)))
+    np.testing.assert_array_equal(
+        image_percentiles(big)[1], np.percentile(big[:, ::s, ::s].reshape(1, -1), 99.8, axis=1)
+    )
+
+
+def test_per_image_normalization_in_training_tiles(small):
+    """Training and validation tiles of a per-image normalisation use the image's own
+    percentiles (not the tile's)."""
+    norm = channel_stats([small["img"]], intensity="percentile")
+    bound = norm.for_image(small["img"])
+    tiles = validation_tiles([small["item"]], tile_shape=(16, 16), normalization=norm)
+    expected = bound.apply(small["img"])
+    np.testing.assert_allclose(tiles[0][0].numpy(), expected[:, :16, :16], rtol=1e-6)
+    ds = _dataset(small, tile_shape=(20, 20), normalization=norm)
+    padded = np.pad(bound.unit(small["img"]), ((0, 0), (20, 20), (20, 20)), mode="reflect")
+    for i, (cy, cx) in enumerate(ds.centres()):
+        y0, x0 = cy - 10 + 20, cx - 10 + 20
+        expected = bound.standardize(padded[:, y0 : y0 + 20, x0 : x0 + 20])
+        np.testing.assert_allclose(ds[i]["image"].numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_to_unit_range():

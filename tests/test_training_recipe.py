@@ -272,3 +272,98 @@ def test_older_features_file_gets_its_calibration_without_refitting(items, tmp_p
         assert b["features"]["calibration"] == a["features"]["calibration"]
         assert b["features"]["sha256"] == a["features"]["sha256"]  # the same file again
     assert again["ood_threshold"] == first["ood_threshold"]
+
+
+# -- the decision threshold, calibrated on the folds' validation images ------------------------
+def test_threshold_counts_equal_sklearn_f1_at_every_threshold():
+    from sklearn.metrics import f1_score
+
+    from scaleseg.training._threshold import THRESHOLDS, choose_threshold, threshold_counts
+
+    rng = np.random.default_rng(7)
+    prob = rng.random((3, 30, 30))
+    target = (prob + rng.normal(0, 0.3, prob.shape) > 0.6).astype(np.int64)
+    target[0, :4] = -100  # padding is ignored
+    inter, total = threshold_counts(prob, target)
+    known = target >= 0
+    expected = [f1_score(target[known], prob[known] >= t) for t in THRESHOLDS]
+    np.testing.assert_allclose(2 * inter / total, expected, rtol=1e-12)
+    value, dice = choose_threshold(inter, total)
+    assert value == THRESHOLDS[int(np.argmax(expected))]
+    np.testing.assert_allclose(dice, expected, rtol=1e-12)
+    # ties go to the threshold nearest 0.5
+    assert choose_threshold([1, 1, 1], [2, 2, 2], [0.3, 0.45, 0.6])[0] == 0.45
+    with pytest.raises(ValueError, match="same"):
+        choose_threshold([1], [2, 2], [0.5, 0.6])
+
+
+def test_calibrated_threshold_is_recorded_and_used_by_predict(items, tmp_path):
+    """Each fold counts, with its kept weights, the Dice of its validation tiles at every
+    candidate threshold (checked against sklearn on a re-evaluation of the loaded weights); the
+    ensemble keeps the threshold of the best pooled Dice, and predict decides labels with it
+    (or with --threshold), recording it in the images table."""
+    import torch
+    from sklearn.metrics import f1_score
+
+    from scaleseg.config import PredictConfig
+    from scaleseg.inference import predict_collection, read_ensemble
+    from scaleseg.io import open_collection, open_image, open_labels
+    from scaleseg.models import ModelSpec, Normalization, build_model, load_weights
+    from scaleseg.training import validation_tiles
+    from scaleseg.training._threshold import THRESHOLDS
+
+    ens = tmp_path / "ens"
+    manifest = train_ensemble(items, ens, model=_spec(SPEC), config=_cfg(threshold="calibrate"))
+    norm = Normalization.from_dict(manifest.normalization)
+    by_name = {i.name: i for i in items}
+    inter = np.zeros(len(THRESHOLDS))
+    total = np.zeros(len(THRESHOLDS))
+    for f in manifest.folds:
+        record = json.loads((ens / f"fold_{f.fold}" / "fold.json").read_text())
+        counts = record["threshold_counts"]
+        model = build_model(ModelSpec.from_dict(SPEC))
+        load_weights(model, ens / f.path, expected_sha256=f.sha256)
+        model.eval()
+        tiles = validation_tiles(
+            [by_name[n] for n in f.valid_images], tile_shape=(64, 64), normalization=norm
+        )
+        with torch.inference_mode():
+            x = torch.stack([t[0] for t in tiles])
+            fg = torch.softmax(model(x), 1)[:, 1].numpy().ravel()
+        y = torch.stack([t[1] for t in tiles]).numpy().ravel()
+        known = y >= 0
+        got = 2 * np.asarray(counts["inter"]) / np.asarray(counts["total"])
+        expected = [f1_score(y[known] == 1, fg[known] >= t, zero_division=1.0) for t in THRESHOLDS]
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+        inter += counts["inter"]
+        total += counts["total"]
+    pooled = 2 * inter / total
+    d = manifest.decision_threshold
+    best = np.flatnonzero(np.isclose(pooled, pooled.max(), rtol=0, atol=1e-9))
+    nearest = min((THRESHOLDS[i] for i in best), key=lambda t: abs(t - 0.5))  # ties -> 0.5
+    assert d is not None and d.value == nearest
+    np.testing.assert_allclose(d.dice, pooled, atol=1e-6)
+    assert d.dice_argmax == pytest.approx(pooled[THRESHOLDS.index(0.5)], abs=1e-6)
+    assert "Decision threshold" in (ens / "MODEL_CARD.md").read_text()
+
+    info = read_ensemble(ens)
+    refs = [r for r in open_collection(items[0].image_url.rsplit("/", 1)[0])][:1]
+    cfg = PredictConfig(tile_shape=(64, 64), tta="none", probabilities_dtype="float32")
+    for name, config, used in (
+        ("calibrated", cfg, d.value),
+        ("override", cfg.model_copy(update={"threshold": 0.3}), 0.3),
+    ):
+        res = predict_collection(refs, info, tmp_path / name, config=config)
+        url = tmp_path / name / "images" / f"{refs[0].name}.zarr"
+        prob = open_image(url / "probabilities").values
+        labels = open_labels(url, "semantic").values
+        np.testing.assert_array_equal(labels, (prob[1] >= used).astype(labels.dtype))
+        assert res["images"]["decision_threshold"].iloc[0] == pytest.approx(used)
+    # a threshold on a 3-class ensemble is refused
+    from conftest import make_random_ensemble
+
+    three = read_ensemble(make_random_ensemble(tmp_path / "three", n_classes=3))
+    with pytest.raises(ValueError, match="binary ensemble"):
+        predict_collection(
+            refs, three, tmp_path / "x", config=cfg.model_copy(update={"threshold": 0.4})
+        )

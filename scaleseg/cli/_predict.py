@@ -36,6 +36,13 @@ def register(sub) -> None:
     )
     p.add_argument("--tta", choices=["none", "flips", "dihedral"], help="test-time augmentation")
     p.add_argument("--batch-size", type=int, help="windows per forward pass")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        metavar="P",
+        help="foreground-probability threshold of a binary ensemble (default: the ensemble's "
+        "calibrated threshold, or the argmax)",
+    )
     p.add_argument("--no-probabilities", action="store_true", help="do not write probabilities")
     p.add_argument(
         "--instances",
@@ -59,7 +66,7 @@ def run(args: argparse.Namespace, cfg) -> int:
     cfg = cfg.updated(
         "predict", tile_shape=args.tile, overlap=args.overlap, block_shape=args.block,
         chunks=args.chunks, ngff_version=args.ngff, tta=args.tta, batch_size=args.batch_size,
-        write_probabilities=False if args.no_probabilities else None,
+        threshold=args.threshold, write_probabilities=False if args.no_probabilities else None,
     )  # fmt: skip
     method = args.instances or cfg.instances.method
     with client_from_args(args) as client:

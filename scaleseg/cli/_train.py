@@ -58,8 +58,15 @@ def register(sub) -> None:
     )
     g.add_argument(
         "--intensity",
-        choices=["data", "dtype"],
-        help="pixel scale: by the largest training value per channel (data) or the dtype range",
+        choices=["data", "dtype", "percentile"],
+        help="pixel scale: by the largest training value per channel (data), the dtype range, "
+        "or each image's 1st-99.8th percentile (percentile)",
+    )
+    g.add_argument(
+        "--threshold",
+        choices=["calibrate", "argmax"],
+        help="decision rule of binary ensembles: calibrate the foreground threshold on the "
+        "folds' validation images, or argmax (default)",
     )
     g.add_argument(
         "--ema", type=float, metavar="DECAY", help="weight moving-average decay (0 = off)"
@@ -109,6 +116,7 @@ def _train_config(cfg, args):
         scale=args.scale,
         early_stopping_patience=args.early_stopping,
         intensity=args.intensity,
+        threshold=args.threshold,
         seed=args.seed,
     )
     cfg = cfg.updated("train", **values)

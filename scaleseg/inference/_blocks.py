@@ -38,11 +38,13 @@ def compute_block(
     device=None,
     name: str = "",
     feature_stats=None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Predict one block core of a lazy ``(c, y, x)`` image.
 
     ``feature_stats`` (one :class:`~scaleseg.uncertainty.FeatureStats` per model) adds the
-    encoder-feature distance to the partial sums.
+    encoder-feature distance to the partial sums. ``threshold``: foreground-probability
+    decision threshold of a binary ensemble (None: argmax).
 
     Returns
     -------
@@ -62,7 +64,7 @@ def compute_block(
     raw = read_region(image, read)
     if np.issubdtype(raw.dtype, np.floating) and not np.isfinite(raw).all():
         raise ValueError(f"{name or image.attrs.get('url')}: image contains NaN or infinite pixels")
-    padded = normalization.apply(raw)
+    padded = normalization.for_image(image).apply(raw)
     t1 = time.perf_counter()
     pred = predict_region(
         models,
@@ -79,7 +81,7 @@ def compute_block(
         feature_stats=feature_stats,
     )
     t2 = time.perf_counter()
-    labels = argmax_labels(pred.mean)
+    labels = argmax_labels(pred.mean, threshold)
     maps = uncertainty_maps(pred.mean, pred.mean_sq, zeta=zeta)
     return {
         "probabilities": pred.mean,
@@ -93,6 +95,10 @@ def compute_block(
     }
 
 
+_BOUND: dict[tuple, object] = {}
+"""Per-process cache of per-image normalisations (the blocks of one image share them)."""
+
+
 def compute_ensemble_block(
     image, core: tuple[slice, slice], info, config: PredictConfig, *, device, name: str = ""
 ) -> dict[str, Any]:
@@ -102,11 +108,22 @@ def compute_ensemble_block(
     from ..models import Normalization
     from ._models import get_feature_stats, get_models
 
+    normalization = Normalization.from_dict(info.normalization)
+    url = image.attrs.get("url")
+    if normalization.per_image and url:  # the image's percentiles, once per image and process
+        key = (url, tuple(image.shape), normalization)
+        bound = _BOUND.get(key)
+        if bound is None:
+            bound = normalization.for_image(image)
+            _BOUND[key] = bound
+            while len(_BOUND) > 16:
+                _BOUND.pop(next(iter(_BOUND)))
+        normalization = bound
     return compute_block(
         image,
         core,
         models=get_models(info, device),
-        normalization=Normalization.from_dict(info.normalization),
+        normalization=normalization,
         tile_shape=tuple(config.tile_shape),
         overlap=config.overlap,
         n_classes=info.n_classes,
@@ -117,4 +134,5 @@ def compute_ensemble_block(
         device=device,
         name=name,
         feature_stats=get_feature_stats(info),
+        threshold=config.threshold if config.threshold is not None else info.decision_threshold,
     )

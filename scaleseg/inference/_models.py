@@ -76,6 +76,12 @@ class EnsembleInfo:
         return None if t is None else float(t.value)
 
     @property
+    def decision_threshold(self) -> float | None:
+        """The calibrated foreground-probability threshold (None: argmax)."""
+        t = self.manifest.decision_threshold
+        return None if t is None else float(t.value)
+
+    @property
     def checksums(self) -> tuple[str, ...]:
         return self.manifest.checksums
 

@@ -5,7 +5,8 @@ Output (``OUT``)::
     images/<name>.zarr                 root image: uncertainty, c = (u, epistemic, aleatoric)
       probabilities/                   multiscale image, c = classes (float16 by default)
       labels/semantic                  ŷ = argmax p̄ (0 = background)
-    manifest/<name>/<by>_<bx>.json     one file per finished unit (partial sums, timings)
+    manifest/units*.jsonl              one line per finished unit (partial sums, timings):
+                                       append-only logs, one per process (scaleseg.unitlog)
 
 The stage run (:func:`scaleseg.predict`) adds ``images.parquet`` / ``images.csv``,
 ``run_spec.json``, ``run.json`` and the ``complete`` marker.
@@ -13,7 +14,6 @@ The stage run (:func:`scaleseg.predict`) adds ``images.parquet`` / ``images.csv`
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Callable
@@ -25,7 +25,7 @@ import numpy as np
 
 from ..blocks import output_levels, plan_blocks, write_block
 from ..executor import current_worker, map_units
-from ..files import atomic_write_json
+from ..unitlog import UnitLog
 from ._blocks import compute_ensemble_block
 from ._models import EnsembleInfo
 
@@ -55,7 +55,8 @@ class PredictUnit:
     out_url : str
         Its output image (``images/<name>.zarr``).
     manifest : str
-        The unit's manifest file, written last (a unit without it runs again on resume).
+        The run's unit-log folder; the unit appends its record there last (a unit without a
+        record runs again on resume).
     block : (int, int)
         Block index ``(by, bx)``.
     core : ((int, int), (int, int))
@@ -144,7 +145,7 @@ def predict_unit(
         "worker": getattr(worker, "address", None) or socket.gethostname(),
         "device": str(device),
     }
-    atomic_write_json(Path(unit.manifest), record, indent=None)
+    UnitLog(unit.manifest).append(record)
     return record
 
 
@@ -240,6 +241,8 @@ def plan_units(
     rows: dict[str, dict[str, Any]] = {}
     units: list[PredictUnit] = []
     n_done = 0
+    log = UnitLog(out / "manifest")
+    records = log.read()
     for ref in refs:
         row: dict[str, Any] = {"image": ref.name, "path": ref.url, "status": "ok", "error": ""}
         rows[ref.name] = row
@@ -255,11 +258,9 @@ def plan_units(
         row["output"] = url
         cores = bplan.cores()
         row["n_blocks"] = len(cores)
-        mdir = out / "manifest" / ref.name
         create_in_unit = len(cores) == 1
         for by, bx, ys, xs in cores:
-            mpath = mdir / f"{by}_{bx}.json"
-            if mpath.exists():
+            if (ref.name, (by, bx)) in records:
                 n_done += 1
                 continue
             units.append(
@@ -267,7 +268,7 @@ def plan_units(
                     name=ref.name,
                     image_url=ref.url,
                     out_url=url,
-                    manifest=str(mpath),
+                    manifest=str(log.folder),
                     block=(by, bx),
                     core=((ys.start, ys.stop), (xs.start, xs.stop)),
                     shape=shape,
@@ -277,11 +278,10 @@ def plan_units(
                     torch_threads=torch_threads,
                 )  # fmt: skip
             )
-        if not create_in_unit and not (mdir / "created").exists():
+        if not create_in_unit and (ref.name, ()) not in records:
             _create_outputs(url, shape=shape, chunks=bplan.chunks, levels=levels, info=info,
                             config=config)  # fmt: skip
-            mdir.mkdir(parents=True, exist_ok=True)
-            (mdir / "created").write_text("")
+            log.append({"image": ref.name, "created": True})
     return rows, units, n_done
 
 
@@ -311,6 +311,11 @@ def predict_collection(
             f"{info.path}: ensembles trained with scale {info.scale} cannot be applied by "
             "predict yet (only scale 1)"
         )
+    if config.threshold is not None and info.n_classes != 2:
+        raise ValueError(
+            f"{info.path}: a decision threshold needs a binary ensemble (2 classes), this one "
+            f"has {info.n_classes}"
+        )
     out = Path(out)
     config = config.for_ensemble(info.tile_shape)
     rows, units, n_done_before = plan_units(refs, info, out, config=config,
@@ -336,7 +341,10 @@ def predict_collection(
         errors = row.pop("_errors", None)
         if errors:
             row.update(status="failed", error=errors[0])
-    table = _images_table(out, rows, info)
+    log = UnitLog(out / "manifest")
+    records = log.read()
+    table = _images_table(rows, records, info, config)
+    log.compact()  # one file for the whole run, whatever the number of units
     return {"images": table, "units_run": len(units), "units_resumed": n_done_before}
 
 
@@ -344,17 +352,21 @@ def _nan_if_none(value) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _images_table(out: Path, rows: dict[str, dict[str, Any]], info: EnsembleInfo):
+def _images_table(
+    rows: dict[str, dict[str, Any]], records: dict, info: EnsembleInfo, config: PredictConfig
+):
     import pandas as pd
 
     from ..uncertainty import ScorePartials, combine_partials, image_score
 
+    by_image: dict[str, dict[tuple, dict]] = {}
+    for (name, block), rec in records.items():
+        if block:  # not the "outputs created" marker of a multi-block image
+            by_image.setdefault(name, {})[block] = rec
     for name, row in rows.items():
         if row["status"] != "ok":
             continue
-        recs = [
-            json.loads(p.read_text()) for p in sorted((out / "manifest" / name).glob("*_*.json"))
-        ]
+        recs = [rec for _, rec in sorted(by_image.get(name, {}).items())]
         if len(recs) != row["n_blocks"]:
             row.update(
                 status="failed",
@@ -387,6 +399,9 @@ def _images_table(out: Path, rows: dict[str, dict[str, Any]], info: EnsembleInfo
         table["U_reason"] = ""
     # the ensemble's calibrated threshold of qa's distance rule (NaN for older ensembles)
     table["ood_threshold"] = np.nan if info.ood_threshold is None else info.ood_threshold
+    # the foreground-probability threshold the labels were decided with (NaN: argmax)
+    used = config.threshold if config.threshold is not None else info.decision_threshold
+    table["decision_threshold"] = np.nan if used is None else used
     table.loc[table["status"] != "ok", "U_reason"] = "prediction failed"
     # rank for review: undefined U first (with its reason), then highest U first
     ok = table["status"] == "ok"

@@ -1,13 +1,17 @@
 """The instance stage over a prediction output (orchestration layer).
 
 Per (image, block) unit: read ŷ (and flows / probabilities) of the block core + halo from the
-prediction, run the method, and either write final labels (a single-block image) or write
-provisional 64-bit ids for the core and return the face strips. The driver merges the strips of
-neighbouring blocks, saves each block's slice of the relabel table, and relabel units map their
-own cores. Instance tables are combined from per-block partial sums.
+prediction and run the method. A single-block image is finished in its unit: final labels and
+its part of the instance table. A block of a larger image writes provisional 64-bit ids for its
+core, its face strips and its partial sums to the stage's work folder; then one stitch unit per
+image (on a worker) merges the strips of neighbouring blocks, saves each block's slice of the
+relabel table and writes the image's part of the table, and relabel units map their own cores.
+The driver only ever receives small per-image summaries: its memory does not grow with the
+number of instances, and no more than one image's face data is held anywhere at a time.
 
 Written into the prediction output (and nothing else there): ``images/<name>.zarr/labels/
-instances`` (uint32, multiscale), ``instances.parquet`` / ``.csv`` (one row per instance) and
+instances`` (uint32, multiscale), ``instances/part-<image>.parquet`` (one row per instance, a
+partitioned table: :mod:`scaleseg.tables`), ``instances.csv`` when asked or small, and
 ``instances_images.parquet`` / ``.csv`` (``n_instances``, ``cellpose_removed_pixels`` and the
 method per image).
 """
@@ -25,9 +29,25 @@ import numpy as np
 if TYPE_CHECKING:
     from ..config import InstancesConfig
 
-__all__ = ["InstancesUnit", "RelabelUnit", "instances_unit", "relabel_unit", "run_instances"]
+__all__ = [
+    "INSTANCES_TABLE",
+    "InstancesUnit",
+    "RelabelUnit",
+    "StitchUnit",
+    "has_instances",
+    "instances_unit",
+    "iter_instances",
+    "read_instances",
+    "relabel_unit",
+    "run_instances",
+    "stitch_unit",
+]
 
 _PROVISIONAL = "_instances_provisional"
+INSTANCES_TABLE = "instances"
+"""Folder of the partitioned instance table in a prediction output."""
+_WORK = "manifest_instances"
+_SIDES = ("top", "bottom", "left", "right")
 
 
 def _run_method(
@@ -82,6 +102,20 @@ class InstancesUnit:
     mode: str
     n_classes: int
     has_flows: bool
+    parts_dir: str
+    work_dir: str
+
+
+@dataclass(frozen=True)
+class StitchUnit:
+    """Stitch one multi-block image: match the blocks' face strips, write each block's relabel
+    table and the image's part of the instance table."""
+
+    name: str
+    work_dir: str
+    parts_dir: str
+    blocks: tuple[tuple[tuple[int, int], int], ...]
+    mode: str
 
 
 @dataclass(frozen=True)
@@ -108,7 +142,7 @@ def instances_unit(task: InstancesUnit, *, config: InstancesConfig) -> dict[str,
     """Instances of one block: final labels (single block) or provisional ids + face strips."""
     from ..io import open_group, open_image, to_cyx
     from ._stitch import face_strips, provisional_ids, unique_ids
-    from ._tables import instance_partials
+    from ._tables import combine_instance_partials, instance_partials
 
     t0 = time.perf_counter()
     url = task.out_url
@@ -145,23 +179,105 @@ def instances_unit(task: InstancesUnit, *, config: InstancesConfig) -> dict[str,
         uncertainty=unc,
         n_classes=task.n_classes,
     )
-    out: dict[str, Any] = {
-        "image": task.name,
-        "block": task.block,
-        "partials": partials,
-        "info": info,
-        "seconds": time.perf_counter() - t0,
-    }
-    if not task.single:
-        out["faces"] = face_strips(
+    summary: dict[str, Any] = {"image": task.name, "block": task.block, "info": info}
+    if task.single:
+        from ..tables import write_part
+
+        table = combine_instance_partials([partials])
+        table.insert(0, "image", task.name)
+        write_part(table, task.parts_dir, task.name)
+        summary["n_instances"] = len(table)
+    else:
+        faces = face_strips(
             prov,
             core=inner,
             halo=config.halo,
             origin=(ext[0].start, ext[1].start),
             mode=task.mode,
         )
-        out["ids"] = unique_ids(prov[inner])
-    return out
+        _save_block(Path(task.work_dir), task.block, faces, unique_ids(prov[inner]), partials)
+    summary["seconds"] = time.perf_counter() - t0
+    return summary
+
+
+def _block_stem(work_dir: Path, block: tuple[int, int]) -> Path:
+    return work_dir / f"{block[0]}_{block[1]}"
+
+
+def _save_block(work_dir: Path, block, faces: dict, ids: np.ndarray, partials) -> None:
+    """A block's face strips, core ids and partial sums, written atomically for its stitch
+    unit (numpy / Parquet files: nothing executable is stored)."""
+    from ..files import atomic_write
+
+    stem = _block_stem(work_dir, block)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {"ids": ids}
+    for side in _SIDES:
+        for part in ("halo", "core"):
+            strip = faces[side][part]
+            arrays[f"{side}_{part}"] = strip.labels
+            arrays[f"{side}_{part}_offset"] = np.asarray(strip.offset, dtype=np.int64)
+
+    def save_npz(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(stem.with_suffix(".faces.npz"), save_npz)
+    atomic_write(stem.with_suffix(".partials.parquet"), lambda tmp: partials.to_parquet(tmp))
+
+
+def _load_faces(work_dir: Path, block) -> dict:
+    from ._stitch import Strip
+
+    with np.load(_block_stem(work_dir, block).with_suffix(".faces.npz")) as z:
+        faces: dict = {"ids": z["ids"]}
+        for side in _SIDES:
+            faces[side] = {
+                part: Strip(z[f"{side}_{part}"], tuple(int(v) for v in z[f"{side}_{part}_offset"]))
+                for part in ("halo", "core")
+            }
+    return faces
+
+
+def stitch_unit(task: StitchUnit) -> dict[str, Any]:
+    """Merge the blocks of one image (on a worker): exact labels across faces, one relabel
+    table per block (``<by>_<bx>.lookup.npz``), and the image's part of the instance table."""
+    import pandas as pd
+
+    from ..files import atomic_write
+    from ..tables import write_part
+    from ._stitch import block_lookup, match_neighbours, merge_pairs, relabel
+    from ._tables import combine_instance_partials
+
+    work = Path(task.work_dir)
+    numbers = {tuple(b): n for b, n in task.blocks}
+    faces = {b: _load_faces(work, b) for b in numbers}
+    pairs = [
+        match_neighbours(faces[a], faces[b], axis=ax, mode=task.mode)
+        for a in faces
+        for ax, b in ((0, (a[0] + 1, a[1])), (1, (a[0], a[1] + 1)))
+        if b in faces
+    ]
+    pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.uint64)
+    ids_sorted, final = merge_pairs(pairs, np.concatenate([f["ids"] for f in faces.values()]))
+    del faces
+    parts = []
+    for block, number in numbers.items():
+        bids, bfinal = block_lookup(ids_sorted, final, number)
+
+        def save_lookup(tmp: str, bids=bids, bfinal=bfinal) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, ids=bids, final=bfinal)
+
+        atomic_write(_block_stem(work, block).with_suffix(".lookup.npz"), save_lookup)
+        p = pd.read_parquet(_block_stem(work, block).with_suffix(".partials.parquet"))
+        # the stitch kernel's lookup, not a Python dict per instance
+        p["label"] = relabel(p["label"].to_numpy(np.uint64), ids_sorted, final).astype(np.uint64)
+        parts.append(p)
+    table = combine_instance_partials(parts)
+    table.insert(0, "image", task.name)
+    write_part(table, task.parts_dir, task.name)
+    return {"image": task.name, "n_instances": len(table)}
 
 
 def relabel_unit(task: RelabelUnit) -> int:
@@ -172,9 +288,10 @@ def relabel_unit(task: RelabelUnit) -> int:
 
     url = task.out_url
     core = (slice(*task.core[0]), slice(*task.core[1]))
-    table = np.load(task.lookup)
+    with np.load(task.lookup) as table:
+        ids, final_ids = table["ids"], table["final"]
     prov = open_group(f"{url}/{_PROVISIONAL}", mode="r")["s0"][core[0], core[1]]
-    final = relabel(prov, table["ids"], table["final"])
+    final = relabel(prov, ids, final_ids)
     group = open_group(f"{url}/labels/instances", mode="r+")
     write_block([group[f"s{i}"] for i in range(task.levels)], final, core, labels=True)
     return int(final.max())
@@ -202,19 +319,26 @@ def run_instances(
     overwrite: bool = False,
     client: Any = None,
     progress=None,
+    csv: bool | None = None,
 ) -> dict[str, Any]:
     """Instance segmentation of every successfully predicted image of ``pred_dir``.
 
-    ``n_classes`` and ``has_flows`` describe the ensemble that made the prediction.
+    ``n_classes`` and ``has_flows`` describe the ensemble that made the prediction. ``csv``:
+    also write ``instances.csv`` (True), never (False), or when the table has at most
+    :data:`~scaleseg.tables.CSV_ROW_LIMIT` rows (None).
+
+    Returns
+    -------
+    dict
+        ``images`` (the prediction's images table with the instance columns), ``table`` (the
+        folder of the partitioned instance table), ``n_instances``, ``n_units``.
     """
     import pandas as pd
 
     from ..executor import map_units
     from ..files import remove_location
     from ..io import create_labels, create_multiscale, list_labels
-    from ..tables import write_table
-    from ._stitch import block_lookup, match_neighbours, merge_pairs, relabel
-    from ._tables import combine_instance_partials
+    from ..tables import CSV_ROW_LIMIT, write_parts_csv, write_table
 
     pred_dir = Path(pred_dir)
     table_file = pred_dir / "images.parquet"
@@ -225,43 +349,42 @@ def run_instances(
     # context merge by overlap in the halo
     mode = "touch" if config.method == "components" else "iou"
     halo = int(config.halo)
-    tasks, per_image = [], {}
-    for _, row in images[images["status"] == "ok"].iterrows():
-        url = row["output"]
-        if "instances" in list_labels(url):
-            if not overwrite:
+    ok_rows = images[images["status"] == "ok"]
+    if not overwrite:  # before anything is removed
+        for url in ok_rows["output"]:
+            if "instances" in list_labels(url):
                 raise FileExistsError(
                     f"{url}/labels/instances exists (use --overwrite to replace it)"
                 )
+    parts_dir, work_root = pred_dir / INSTANCES_TABLE, pred_dir / _WORK
+    for old in (parts_dir, work_root, pred_dir / "instances.parquet", pred_dir / "instances.csv"):
+        if old.exists():  # this stage's own outputs of an earlier run (checked by the caller)
+            remove_location(old)
+    parts_dir.mkdir(parents=True)
+    tasks, stitches, per_image = [], [], {}
+    for _, row in ok_rows.iterrows():
+        url, name = row["output"], row["image"]
         cores, shape, levels, chunks = _blocks(url, block_shape)
         create_labels(
             url, "instances", dtype="uint32", chunks=chunks, n_levels=levels, overwrite=True
         )
         single = len(cores) == 1
         if not single:
-            create_multiscale(
-                f"{url}/{_PROVISIONAL}",
-                shape=shape,
-                dtype="uint64",
-                axes="yx",
-                chunks=chunks,
-                n_levels=1,
-                overwrite=True,
-            )
-        grid = {}
+            create_multiscale(f"{url}/{_PROVISIONAL}", shape=shape, dtype="uint64", axes="yx",
+                              chunks=chunks, n_levels=1, overwrite=True)  # fmt: skip
+        work = work_root / name
         for number, (by, bx, ys, xs) in enumerate(cores):
             ext = (
-                slice(max(0, ys.start - halo), min(shape[0], ys.stop + halo)),
-                slice(max(0, xs.start - halo), min(shape[1], xs.stop + halo)),
+                (max(0, ys.start - halo), min(shape[0], ys.stop + halo)),
+                (max(0, xs.start - halo), min(shape[1], xs.stop + halo)),
             )
-            grid[(by, bx)] = number
             tasks.append(
                 InstancesUnit(
-                    name=row["image"],
+                    name=name,
                     out_url=url,
                     image_url=row["path"],
                     core=((ys.start, ys.stop), (xs.start, xs.stop)),
-                    ext=((ext[0].start, ext[0].stop), (ext[1].start, ext[1].stop)),
+                    ext=ext,
                     block=(by, bx),
                     block_number=number,
                     single=single,
@@ -270,91 +393,102 @@ def run_instances(
                     mode=mode,
                     n_classes=n_classes,
                     has_flows=has_flows,
+                    parts_dir=str(parts_dir),
+                    work_dir=str(work),
                 )  # fmt: skip
             )
-        per_image[row["image"]] = {
-            "url": url,
-            "grid": grid,
-            "levels": levels,
-            "single": single,
-            "cores": {(by, bx): (ys, xs) for by, bx, ys, xs in cores},
-        }
+        if not single:
+            stitches.append(
+                StitchUnit(name, str(work), str(parts_dir),
+                           tuple(((by, bx), n) for n, (by, bx, _, _) in enumerate(cores)), mode)
+            )  # fmt: skip
+        per_image[name] = {"url": url, "levels": levels, "cores": cores, "work": work}
     results = map_units(
         instances_unit, tasks, stage="instances", names=[f"{t.name}-{t.block[0]}-{t.block[1]}" for t in tasks],
         client=client, progress=progress, config=config,
     ).results  # fmt: skip
-    by_image: dict[str, list] = {}
+    counts = {r["image"]: r["n_instances"] for r in results if "n_instances" in r}
+    removed: dict[str, dict[str, int]] = {}
     for r in results:
-        by_image.setdefault(r["image"], []).append(r)
-
-    relabel_tasks = []
-    tables = []
-    summary: dict[str, dict[str, Any]] = {}
-    for name, rs in by_image.items():
-        meta = per_image[name]
-        parts = [r["partials"] for r in rs]
-        if not meta["single"]:
-            faces = {tuple(r["block"]): r["faces"] for r in rs}
-            pairs = [
-                match_neighbours(faces[a], faces[b], axis=ax, mode=mode)
-                for a in faces
-                for ax, b in ((0, (a[0] + 1, a[1])), (1, (a[0], a[1] + 1)))
-                if b in faces
-            ]
-            pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.uint64)
-            ids_sorted, final = merge_pairs(pairs, np.concatenate([r["ids"] for r in rs]))
-            ldir = pred_dir / "manifest_instances" / name
-            ldir.mkdir(parents=True, exist_ok=True)
-            for (by, bx), number in meta["grid"].items():
-                bids, bfinal = block_lookup(ids_sorted, final, number)
-                np.savez(ldir / f"{by}_{bx}.npz", ids=bids, final=bfinal)
-                ys, xs = meta["cores"][(by, bx)]
-                relabel_tasks.append(
-                    RelabelUnit(
-                        meta["url"],
-                        str(ldir / f"{by}_{bx}.npz"),
-                        ((ys.start, ys.stop), (xs.start, xs.stop)),
-                        meta["levels"],
-                    )  # fmt: skip
-                )
-            for p in parts:  # the stitch kernel's lookup, not a Python dict per instance
-                p["label"] = relabel(p["label"].to_numpy(np.uint64), ids_sorted, final).astype(
-                    np.uint64
-                )
-        t = combine_instance_partials(parts)
-        t.insert(0, "image", name)
-        tables.append(t)
-        removed: dict[str, int] = {}
-        for r in rs:
-            for k, v in r["info"].get("cellpose_removed_pixels", {}).items():
-                removed[k] = removed.get(k, 0) + v
-        summary[name] = {
-            "n_instances": len(t),
-            "cellpose_removed_pixels": json.dumps(removed) if removed else "",
-        }
+        for k, v in r["info"].get("cellpose_removed_pixels", {}).items():
+            img = removed.setdefault(r["image"], {})
+            img[k] = img.get(k, 0) + v
+    del results
+    stitched = map_units(stitch_unit, stitches, stage="stitch", names=[u.name for u in stitches],
+                         client=client).results  # fmt: skip
+    counts.update({r["image"]: r["n_instances"] for r in stitched})
+    relabel_tasks = [
+        RelabelUnit(meta["url"], str(_block_stem(meta["work"], (by, bx)).with_suffix(".lookup.npz")),
+                    ((ys.start, ys.stop), (xs.start, xs.stop)), meta["levels"])
+        for u in stitches
+        for meta in [per_image[u.name]]
+        for by, bx, ys, xs in meta["cores"]
+    ]  # fmt: skip
     map_units(relabel_unit, relabel_tasks, stage="relabel", client=client)
-    for meta in per_image.values():
-        if not meta["single"]:
-            remove_location(f"{meta['url']}/{_PROVISIONAL}")
-    inst = (
-        pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["image", "label"])
-    )
-    write_table(inst, pred_dir / "instances", ["parquet", "csv"])
+    for u in stitches:
+        remove_location(f"{per_image[u.name]['url']}/{_PROVISIONAL}")
+    if work_root.exists():
+        remove_location(work_root)
+    n_total = int(sum(counts.values()))
+    if csv or (csv is None and n_total <= CSV_ROW_LIMIT):
+        write_parts_csv(parts_dir, pred_dir / "instances.csv")
     per_image_table = pd.DataFrame(
         {
             "image": list(images["image"]),
-            "n_instances": [summary.get(n, {}).get("n_instances", np.nan) for n in images["image"]],
+            "n_instances": [counts.get(n, np.nan) for n in images["image"]],
             "cellpose_removed_pixels": [
-                summary.get(n, {}).get("cellpose_removed_pixels", "") for n in images["image"]
+                json.dumps(removed[n]) if removed.get(n) else "" for n in images["image"]
             ],
             "instance_method": config.method,
         }
     )
     # the prediction's own images table is left as predict wrote it: this stage owns only its
-    # files (labels/instances, instances.*, instances_images.*)
+    # files (labels/instances, instances/, instances.csv, instances_images.*)
     write_table(per_image_table, pred_dir / "instances_images", ["parquet", "csv"])
     merged = images.drop(
         columns=[c for c in per_image_table.columns if c != "image" and c in images]
     )
     merged = merged.merge(per_image_table, on="image", how="left")
-    return {"images": merged, "instances": inst, "n_units": len(tasks)}
+    return {"images": merged, "table": parts_dir, "n_instances": n_total, "n_units": len(tasks)}
+
+
+def _legacy_table(pred_dir: Path) -> Path | None:
+    path = pred_dir / "instances.parquet"  # a single file, written before the partitioned table
+    return path if path.is_file() else None
+
+
+def has_instances(pred_dir: str | Path) -> bool:
+    """Whether a prediction output holds an instance table."""
+    pred_dir = Path(pred_dir)
+    return (pred_dir / INSTANCES_TABLE).is_dir() or _legacy_table(pred_dir) is not None
+
+
+def read_instances(pred_dir: str | Path, *, images=None, columns=None):  # -> pandas.DataFrame
+    """Instance rows of a prediction output, only of ``images`` / ``columns`` when given (only
+    their part files are opened). Reads the older single-file ``instances.parquet`` too."""
+    import pandas as pd
+
+    from ..tables import read_parts
+
+    pred_dir = Path(pred_dir)
+    legacy = _legacy_table(pred_dir)
+    if legacy is not None and not (pred_dir / INSTANCES_TABLE).is_dir():
+        df = pd.read_parquet(legacy, columns=None if columns is None else ["image", *columns])
+        df = df[df["image"].isin(list(images))] if images is not None else df
+        return df[list(columns)] if columns is not None else df
+    if not has_instances(pred_dir):
+        raise FileNotFoundError(
+            f"{pred_dir}: no instance table (run `scaleseg instances` or predict --instances)"
+        )
+    return read_parts(pred_dir / INSTANCES_TABLE, images=images, columns=columns)
+
+
+def iter_instances(pred_dir: str | Path, *, columns=None, batch_rows: int = 1_000_000):
+    """Stream the instance rows of a prediction output in frames of about ``batch_rows``."""
+    from ..tables import iter_parts
+
+    pred_dir = Path(pred_dir)
+    if not (pred_dir / INSTANCES_TABLE).is_dir():
+        yield read_instances(pred_dir, columns=columns)
+        return
+    yield from iter_parts(pred_dir / INSTANCES_TABLE, columns=columns, batch_rows=batch_rows)

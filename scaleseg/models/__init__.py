@@ -16,6 +16,7 @@ __getattr__, __dir__, __all__ = attach(
     {
         "ARCHITECTURES": "._factory",
         "DECODER_INIT_STD": "._factory",
+        "DecisionThreshold": "._manifest",
         "DistanceThreshold": "._manifest",
         "ENSEMBLE_FILE": "._manifest",
         "EncoderWeights": "._manifest",

@@ -20,6 +20,7 @@ __all__ = [
     "EnsembleManifest",
     "FeatureEntry",
     "FoldEntry",
+    "DecisionThreshold",
     "DistanceThreshold",
 ]
 
@@ -92,6 +93,17 @@ class DistanceThreshold(_Typed):
     median: float
 
 
+class DecisionThreshold(_Typed):
+    """Foreground-probability threshold of a binary ensemble, chosen on the folds' validation
+    images (pooled Dice per candidate threshold; 0.5 is the argmax rule)."""
+
+    value: float = Field(gt=0, lt=1)
+    rule: str
+    thresholds: list[float]
+    dice: list[float] = Field(description="pooled validation Dice at each candidate threshold")
+    dice_argmax: float = Field(description="pooled validation Dice at 0.5 (argmax)")
+
+
 class EnsembleManifest(_Typed):
     """The content of ``ensemble.json``."""
 
@@ -108,6 +120,9 @@ class EnsembleManifest(_Typed):
     tile_shape: tuple[int, int]
     scale: float = 1.0
     ood_threshold: DistanceThreshold | None = None
+    decision_threshold: DecisionThreshold | None = Field(
+        None, description="calibrated foreground threshold (binary ensembles); None = argmax"
+    )
     encoder_weights: EncoderWeights | None = None
     train: dict[str, Any] = Field(description="TrainConfig as JSON")
     folds: list[FoldEntry]

@@ -20,12 +20,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
+from ..instances._run import has_instances, iter_instances
 from ..tables import read_image_list
 from ._inputs import read_evaluation, read_ood_labels, read_prediction_table
 from ._report import plot_u_histogram, plot_u_vs_score, write_html_report
-from ._table import class_summary, ood_summary, qa_table
+from ._table import class_summary, instance_class_totals, ood_summary, qa_table
 from ._thumbnails import read_thumbnail, render_thumbnail
 from ._variants import IMAGE_SCORES, add_image_score
 
@@ -191,8 +190,8 @@ def run_qa(
         table, thresholds={score: info["umin"], "ood_distance": info["distance_threshold"]}
     )
     inst = None
-    if (pred / "instances.parquet").is_file():
-        inst = pd.read_parquet(pred / "instances.parquet", columns=None)
+    if has_instances(pred):  # per class: count and summed uncertainty, streamed part by part
+        inst = instance_class_totals(iter_instances(pred, columns=["class", "mean_uncertainty"]))
     classes = class_summary(table, per_image=per_image, instances=inst, metric=metric)
 
     for name in QA_OUTPUTS:  # overwrite: replace only our own files

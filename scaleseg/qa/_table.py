@@ -15,7 +15,7 @@ from ._ood import auroc, average_precision
 from ._ranking import PASS, REVIEW, rank_scores, review_flags
 from ._umin import estimate_umin, pearson_r
 
-__all__ = ["QA_COLUMNS", "class_summary", "ood_summary", "qa_table"]
+__all__ = ["QA_COLUMNS", "class_summary", "instance_class_totals", "ood_summary", "qa_table"]
 
 #: Columns :func:`qa_table` adds to a prediction's images table.
 QA_COLUMNS = ("qa_rank", "review", "review_rule", "review_reason", "qa_test")
@@ -221,6 +221,34 @@ def ood_summary(table: pd.DataFrame, *, thresholds: dict[str, float] | None = No
     return pd.DataFrame(rows, columns=cols)
 
 
+def instance_class_totals(frames) -> pd.DataFrame:
+    """Per class: instance ``count``, ``u_sum`` and ``u_count`` (of the defined
+    ``mean_uncertainty`` values), reduced over frames of instance rows as they stream in
+    (memory bounded by one frame)."""
+    totals: dict[int, list[float]] = {}
+    for df in frames:
+        if "class" not in df or not len(df):
+            continue
+        cls = df["class"].astype(int)
+        mu = (
+            pd.to_numeric(df["mean_uncertainty"], errors="coerce")
+            if "mean_uncertainty" in df
+            else pd.Series(np.nan, index=df.index)
+        )
+        grouped = pd.DataFrame({"class": cls, "u": mu}).groupby("class")["u"]
+        for k, (n, u_sum, u_n) in pd.concat(
+            [grouped.size(), grouped.sum(), grouped.count()], axis=1
+        ).iterrows():
+            t = totals.setdefault(int(k), [0, 0.0, 0])
+            t[0] += int(n)
+            t[1] += float(u_sum)
+            t[2] += int(u_n)
+    return pd.DataFrame(
+        [(k, n, s, c) for k, (n, s, c) in sorted(totals.items())],
+        columns=["class", "count", "u_sum", "u_count"],
+    )
+
+
 def class_summary(
     table: pd.DataFrame,
     *,
@@ -237,7 +265,8 @@ def class_summary(
     per_image : pandas.DataFrame, optional
         Evaluation rows (index image) with ``<metric>_class_<k>`` columns (k = 1..K).
     instances : pandas.DataFrame, optional
-        An ``instances.parquet`` table (``class``, ``mean_uncertainty``).
+        Per-class totals of the instance table (:func:`instance_class_totals`), or the rows of
+        an instance table (``class``, ``mean_uncertainty``).
 
     Returns
     -------
@@ -266,10 +295,13 @@ def class_summary(
         if per_image is not None and k > 0 and col in per_image:
             test = ok.loc[ok["qa_test"], "image"] if "qa_test" in ok else ok["image"]
             row[f"mean_{metric}"] = float(per_image.reindex(test)[col].mean())
-        if instances is not None and "class" in instances and k > 0:
-            sub = instances[instances["class"].astype(int) == k]
-            row["instances"] = len(sub)
-            mu = sub["mean_uncertainty"] if "mean_uncertainty" in sub else pd.Series(dtype=float)
-            row["mean_instance_u"] = float(mu.mean()) if len(mu) else np.nan
+        if instances is not None and k > 0:
+            if "count" not in instances:  # a whole instance table: reduce it here
+                instances = instance_class_totals([instances])
+            hit = instances[instances["class"] == k]
+            n = int(hit["count"].sum())
+            u_n = float(hit["u_count"].sum())
+            row["instances"] = n
+            row["mean_instance_u"] = float(hit["u_sum"].sum()) / u_n if u_n else np.nan
         rows.append(row)
     return pd.DataFrame(rows)

@@ -23,22 +23,37 @@ INSTANCES_RECORD = "run_instances.json"
 
 @dataclass(frozen=True)
 class InstancesResult:
-    """What :func:`segment_instances` did: ``images`` (per image, with ``n_instances``) and
-    ``instances`` (one row per instance) tables, the method, and whether it only found the
-    finished result of an identical request."""
+    """What :func:`segment_instances` did: the ``images`` table (per image, with
+    ``n_instances``), the method, whether it only found the finished result of an identical
+    request, and the instance table -- a folder of one Parquet part per image, read with
+    :meth:`read` (only the images / columns asked for) or ``pandas.read_parquet(result.table)``.
+    """
 
     output: Path
     method: str
     images: Any
-    instances: Any
     reused: bool = False
+
+    @property
+    def table(self) -> Path:
+        """The partitioned instance table (``instances/part-<image>.parquet``)."""
+        from ..instances._run import INSTANCES_TABLE
+
+        return Path(self.output) / INSTANCES_TABLE
+
+    def read(self, images: Sequence[str] | None = None, columns: Sequence[str] | None = None):
+        """Instance rows (a pandas frame) of ``images`` (default: all; mind the size of an
+        archive) with ``columns`` (default: all)."""
+        from ..instances import read_instances
+
+        return read_instances(self.output, images=images, columns=columns)
 
     def summary(self) -> list[str]:
         ok = self.images[self.images["status"] == "ok"]
         n = int(ok["n_instances"].sum())
         done = " (already done, same request)" if self.reused else ""
         return [f"{n} instances in {len(ok)} images ({self.method}){done} -> "
-                f"{self.output}/instances.parquet"]  # fmt: skip
+                f"{self.table}/"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -210,8 +225,10 @@ def segment_instances(
 ) -> InstancesResult:
     """Separate touching objects in every image of a finished prediction.
 
-    Adds ``labels/instances`` to each output image, ``instances.parquet`` (one row per
-    instance) and ``instances_images.parquet`` (per image) to the prediction folder; nothing
+    Adds ``labels/instances`` to each output image, the partitioned table ``instances/`` (one
+    Parquet part per image, one row per instance; ``instances.csv`` too while it has at most
+    :data:`~scaleseg.tables.CSV_ROW_LIMIT` rows) and ``instances_images.parquet`` (per image)
+    to the prediction folder; nothing
     else there is changed. A finished run with the same settings is reused; other settings
     need ``overwrite`` (which replaces only these files).
 
@@ -228,7 +245,7 @@ def segment_instances(
 
     from ..config import InstancesConfig
     from ..inference import read_ensemble
-    from ..instances import run_instances
+    from ..instances import has_instances, run_instances
     from ..runs import StageRun, build_spec, read_spec
 
     config = config if config is not None else InstancesConfig(method="components")
@@ -245,22 +262,15 @@ def segment_instances(
                       "block_shape": list(block)})  # fmt: skip
     run = StageRun("instances", pred, spec, kind="addon", host_stage="predict",
                    record_name=INSTANCES_RECORD, spec_name=INSTANCES_SPEC, overwrite=overwrite,
-                   argv=argv, owns=("instances.parquet", "instances_images.parquet"))  # fmt: skip
+                   argv=argv, owns=("instances", "instances.parquet", "instances.csv",
+                                               "instances_images.parquet"))  # fmt: skip
     with run:
-        done = (pred / "instances_images.parquet").is_file() and (
-            pred / "instances.parquet"
-        ).is_file()
+        done = (pred / "instances_images.parquet").is_file() and has_instances(pred)
         if run.status == "resume" and done:
             images = pd.read_parquet(pred / "images.parquet").merge(
                 pd.read_parquet(pred / "instances_images.parquet"), on="image", how="left"
             )
-            result = InstancesResult(
-                pred,
-                config.method,
-                images,
-                pd.read_parquet(pred / "instances.parquet"),
-                reused=True,
-            )
+            result = InstancesResult(pred, config.method, images, reused=True)
         else:
             info = read_ensemble(host.inputs["ensemble"])
             with progress_bar(None, "instances", enabled=progress) as bar:
@@ -268,7 +278,7 @@ def segment_instances(
                     pred, config=config, n_classes=info.n_classes, has_flows=info.n_extra >= 2,
                     block_shape=block, overwrite=True, client=client, progress=bar.update,
                 )  # fmt: skip
-            result = InstancesResult(pred, config.method, res["images"], res["instances"])
+            result = InstancesResult(pred, config.method, res["images"])
         ok = result.images[result.images["status"] == "ok"]
         run.record.set_summary(instances=int(ok["n_instances"].sum()), images=len(ok),
                                method=config.method)  # fmt: skip

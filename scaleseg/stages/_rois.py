@@ -39,15 +39,14 @@ def export_roi_sets(
     """
     import pandas as pd
 
-    from ..instances import export_rois
+    from ..instances import export_rois, has_instances, read_instances
     from ..io import open_labels, safe_name
     from ..runs import StageRun, build_spec
 
     pred = Path(prediction)
-    table = pred / "instances.parquet"
-    if not table.is_file():
+    if not has_instances(pred):
         raise FileNotFoundError(
-            f"{pred}: no instances.parquet (run `scaleseg instances` or predict --instances)"
+            f"{pred}: no instance table (run `scaleseg instances` or predict --instances)"
         )
     spec = build_spec("rois", inputs={"prediction": absolute(pred)})
     if output is None:
@@ -60,13 +59,12 @@ def export_roi_sets(
                        argv=argv)  # fmt: skip
         out = Path(output)
     with run:
-        inst = pd.read_parquet(table)
         images = pd.read_parquet(pred / "images.parquet")
         out.mkdir(parents=True, exist_ok=True)
         files = []
         for _, row in images[images["status"] == "ok"].iterrows():
             labels = open_labels(pred / "images" / f"{row['image']}.zarr", "instances").values
-            sub = inst[inst["image"] == row["image"]]
+            sub = read_instances(pred, images=[row["image"]], columns=["label", "mean_uncertainty"])
             scores = dict(zip(sub["label"].astype(int), sub["mean_uncertainty"].astype(float)))
             path = out / f"{safe_name(row['image'])}.zip"
             export_rois(labels, path, scores=scores, overwrite=True)

@@ -58,6 +58,12 @@ class TrainResult:
             + f" (mean {sum(dice) / len(dice):.3f}); encoder weights: "
             + (m.encoder_weights.describe() if m.encoder_weights else "not recorded")
         )
+        if m.decision_threshold is not None:
+            d = m.decision_threshold
+            lines.append(
+                f"decision threshold {d.value:.2f} (foreground probability; pooled validation "
+                f"Dice {max(d.dice):.3f}, {d.dice_argmax:.3f} at 0.5)"
+            )
         if m.ood_threshold is not None:
             t = m.ood_threshold
             lines.append(

@@ -178,8 +178,9 @@ def flow_targets(instances: np.ndarray) -> np.ndarray:
 class _Source:
     """Opened lazy arrays of one item (re-opened after unpickling)."""
 
-    def __init__(self, item: TrainItem):
+    def __init__(self, item: TrainItem, normalization: Normalization):
         self.image = to_cyx(open_image(item.image_url)).data
+        self.normalization = normalization.for_image(self.image)  # per-image scaling bound
         self.labels = open_labels(item.label_url, item.label_name).data
         self.instances = (
             open_labels(item.label_url, item.instance_name).data if item.instance_name else None
@@ -306,7 +307,7 @@ class TileDataset(Dataset):
 
     def _source(self, j: int) -> _Source:
         if j not in self._sources:
-            self._sources[j] = _Source(self.items[j])
+            self._sources[j] = _Source(self.items[j], self.normalization)
         return self._sources[j]
 
     def __getstate__(self) -> dict[str, Any]:
@@ -372,7 +373,7 @@ class TileDataset(Dataset):
             if len(ids) > 65536:
                 raise ValueError(f"{item.label_url}: more than 65535 instances in one tile")
             masks.append(inv.reshape(inst.shape).astype(np.uint16))
-        x = _resize_image(self.normalization.unit(raw), self.window_shape)
+        x = _resize_image(src.normalization.unit(raw), self.window_shape)
         masks = [_resize_labels(m, self.window_shape) for m in masks]
         state = np.random.SeedSequence([self.seed, self._epoch, i]).generate_state(1)[0]
         self._aug.set_random_seed(int(state))
@@ -450,7 +451,7 @@ def validation_tiles(
                 f"{item.label_url}: labels {tuple(lab.shape)} do not match the image "
                 f"{item.image_url} {tuple(img.shape[-2:])}"
             )
-        x = normalization.unit(img)
+        x = normalization.for_image(img).unit(img)
         if scale != 1.0:
             shape = tuple(max(1, round(s / scale)) for s in x.shape[-2:])
             x, lab = _resize_image(x, shape), _resize_labels(lab, shape)

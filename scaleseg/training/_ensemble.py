@@ -31,6 +31,7 @@ from ..models._manifest import ENSEMBLE_FILE, EnsembleManifest, FoldEntry
 from ..models._normalize import Normalization
 from ._features import distance_threshold
 from ._fit import FOLD_FILE, FoldSpec, fit_fold, fold_dir_name
+from ._threshold import decision_threshold
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
@@ -183,6 +184,7 @@ def train_ensemble(
         tile_shape=tuple(config.tile_shape),
         scale=config.scale,
         ood_threshold=distance_threshold(list(features.values())),
+        decision_threshold=decision_threshold(results) if config.threshold == "calibrate" else None,
         encoder_weights=used[0]
         if used and all(u == used[0] for u in used) and used[0]
         else requested,
@@ -359,6 +361,7 @@ def write_model_card(manifest: EnsembleManifest, path: Path) -> Path:
         "augmentations",
         "intensity",
         "ema",
+        "threshold",
         "mixed_precision",
         "early_stopping_patience",
         "seed",
@@ -383,6 +386,7 @@ def write_model_card(manifest: EnsembleManifest, path: Path) -> Path:
         "",
         f"Mean validation Dice {np.mean(dice):.4f} (range {min(dice):.4f}-{max(dice):.4f}).",
         "",
+        *_decision_lines(manifest.decision_threshold),
         *_threshold_lines(manifest.ood_threshold),
         "## Library versions",
         "",
@@ -392,6 +396,18 @@ def write_model_card(manifest: EnsembleManifest, path: Path) -> Path:
         "",
     ]
     return atomic_write_text(path, "\n".join(lines))
+
+
+def _decision_lines(thr) -> list[str]:
+    if thr is None:
+        return []
+    return [
+        "## Decision threshold",
+        "",
+        f"A pixel is foreground when its ensemble probability is at least {thr.value:.2f} "
+        f"({thr.rule}: Dice {max(thr.dice):.4f}, against {thr.dice_argmax:.4f} at 0.5).",
+        "",
+    ]
 
 
 def _threshold_lines(thr) -> list[str]:

@@ -84,9 +84,10 @@ def _window_features(
             image = to_cyx(open_image(item.image_url))
             shape = (int(image.shape[1]), int(image.shape[2]))
             wins = feature_windows(shape, tile_shape, max_windows=max_windows)
+            bound = norm.for_image(image)
             for b0 in range(0, len(wins), batch_size):
                 tiles = [
-                    norm.apply(read_region(image, (slice(y, y + ty), slice(x, x + tx))))
+                    bound.apply(read_region(image, (slice(y, y + ty), slice(x, x + tx))))
                     for y, x in wins[b0 : b0 + batch_size]
                 ]
                 x = torch.from_numpy(np.stack(tiles).astype(np.float32)).to(device)

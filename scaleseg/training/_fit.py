@@ -113,6 +113,28 @@ def _evaluate(
     return sum(losses) / max(1, len(tiles)), _dice_from_counts(inter, total)
 
 
+def _validation_threshold_counts(model, tiles, device, batch_size: int) -> dict[str, list[float]]:
+    """Foreground intersections and size sums of a binary model on the validation tiles at
+    each of :data:`~scaleseg.training._threshold.THRESHOLDS` (pooled over the tiles)."""
+    import torch
+
+    from ._threshold import THRESHOLDS, threshold_counts
+
+    model.eval()
+    inter = np.zeros(len(THRESHOLDS))
+    total = np.zeros(len(THRESHOLDS))
+    with torch.inference_mode():
+        for b0 in range(0, len(tiles), batch_size):
+            batch = tiles[b0 : b0 + batch_size]
+            x = torch.stack([t[0] for t in batch]).to(device)
+            y = torch.stack([t[1] for t in batch]).numpy()
+            fg = torch.softmax(model(x).float()[:, :2], dim=1)[:, 1].cpu().numpy()
+            i, t = threshold_counts(fg, y, THRESHOLDS)
+            inter += i
+            total += t
+    return {"thresholds": list(THRESHOLDS), "inter": inter.tolist(), "total": total.tolist()}
+
+
 def _plot_history(history: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -252,7 +274,14 @@ def fit_fold(
     import torch
     from tqdm.auto import tqdm
 
-    from ..models import build_loss, build_model, pick_device, resolve_encoder_weights, save_weights
+    from ..models import (
+        build_loss,
+        build_model,
+        load_weights,
+        pick_device,
+        resolve_encoder_weights,
+        save_weights,
+    )
     from ._data import TileDataset, validation_tiles
 
     out_dir = Path(out_dir)
@@ -384,6 +413,11 @@ def fit_fold(
                     stop = True
                     break
         bar.close()
+        counts = None
+        if n_classes == 2:  # the kept weights' Dice per decision threshold (the ensemble's choice)
+            kept = average.model if average is not None else model
+            load_weights(kept, tmp / WEIGHTS_FILE, expected_sha256=sha)
+            counts = _validation_threshold_counts(kept, valid, dev, bs)
         info = {
             "fold": spec.fold,
             "seed": spec.seed,
@@ -401,6 +435,7 @@ def fit_fold(
             "torch_threads": torch.get_num_threads(),
             "ema": ema_decay,
             "encoder_weights": weights_used.model_dump(mode="json"),
+            "threshold_counts": counts,
         }
         atomic_write_json(tmp / FOLD_FILE, info)
         if final.exists():  # an incomplete earlier attempt (no fold.json): replace it

@@ -70,10 +70,18 @@ def uncertainty_maps(
     )
 
 
-def argmax_labels(mean: np.ndarray) -> np.ndarray:
-    """ŷ = argmax_k p̄_k as uint8 (uint16 beyond 255 classes); 0 = background."""
+def argmax_labels(mean: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """ŷ = argmax_k p̄_k as uint8 (uint16 beyond 255 classes); 0 = background.
+
+    With ``threshold`` (two classes only) a pixel is foreground where ``p̄_1 >= threshold``
+    (an ensemble's calibrated decision threshold; 0.5 is the argmax up to exact ties).
+    """
     dtype = np.uint8 if mean.shape[0] <= 256 else np.uint16
-    return np.argmax(mean, axis=0).astype(dtype)
+    if threshold is None:
+        return np.argmax(mean, axis=0).astype(dtype)
+    if mean.shape[0] != 2:
+        raise ValueError(f"a decision threshold needs 2 classes, got {mean.shape[0]}")
+    return (mean[1] >= threshold).astype(dtype)
 
 
 def object_border(labels: np.ndarray, width: int = 2) -> np.ndarray:
