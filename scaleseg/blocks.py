@@ -33,6 +33,12 @@ class BlockPlan:
     block: tuple[int, int]
     chunks: tuple[int, int]
 
+    @property
+    def chunks_per_block(self) -> tuple[int, int]:
+        """Output chunks along ``(y, x)`` in one block: the shard shape, in chunks, of sharded
+        (zarr v3) outputs, so that one unit writes every shard it touches whole."""
+        return (self.block[0] // self.chunks[0], self.block[1] // self.chunks[1])
+
     def cores(self) -> list[tuple[int, int, slice, slice]]:
         """``(by, bx, ys, xs)`` for every block, row-major."""
         out = []

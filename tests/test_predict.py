@@ -348,3 +348,54 @@ def test_cli_predict_with_instances(collection, tiny_ensemble, tmp_path, capsys)
     inst = pd.read_parquet(out / "instances")  # one part per image
     assert (inst["area"] >= 3).all()
     assert table["n_instances"].sum() == len(inst)
+
+
+def _files(url) -> list[str]:
+    from pathlib import Path
+
+    return sorted(str(p.relative_to(url)) for p in Path(url).rglob("*") if p.is_file())
+
+
+def test_sharded_outputs_keep_the_file_count_and_read_alike(tiny_ensemble, tmp_path):
+    """NGFF 0.5 outputs are sharded by the work unit's block: a 1024² image with 256² chunks has
+    as many files as a 256² image (one shard per array and level), the chunk grid is unchanged,
+    and zarr, ome-zarr-py and scaleseg's lazy reader read the same pixels. NGFF 0.4 outputs stay
+    unsharded (one file per chunk)."""
+    import zarr
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    rng = np.random.default_rng(8)
+    col = tmp_path / "col"
+    for name, side in (("small", 256), ("large", 1024)):
+        img = (rng.random((1, side, side)) * 6000).astype(np.uint16)
+        io.write_image(col / f"{name}.zarr", img, chunks=(256, 256), n_levels=1)
+    refs = io.open_collection(col)
+    info = read_ensemble(tiny_ensemble)
+    cfg = _opts((2048, 2048), chunks=(256, 256), tta="none")
+    predict_collection(refs, info, tmp_path / "v05", config=cfg)
+    small, large = (_files(tmp_path / "v05" / "images" / f"{n}.zarr") for n in ("small", "large"))
+    assert len(small) == len(large) and small == large  # same files, shards instead of chunks
+    url = tmp_path / "v05" / "images" / "large.zarr"
+    arr = zarr.open_array(url / "labels" / "semantic" / "s0", mode="r")
+    assert arr.chunks == (256, 256) and arr.shards == (1024, 1024)
+    node = next(iter(Reader(parse_url(str(url / "probabilities")))()))
+    via_ome = np.asarray(node.data[0])
+    via_zarr = zarr.open_array(url / "probabilities" / "s0", mode="r")[:]
+    via_lazy = io.open_image(url / "probabilities").values
+    np.testing.assert_array_equal(via_ome, via_zarr)
+    np.testing.assert_array_equal(via_lazy, via_zarr)
+    # a 4-block image: each unit owns its shards, blocked output equals the single-block one
+    blocked = predict_collection(
+        refs, info, tmp_path / "blocked", config=_opts((512, 512), chunks=(256, 256), tta="none")
+    )
+    assert blocked["images"].set_index("image").loc["large", "n_blocks"] == 4
+    got = io.open_image(tmp_path / "blocked" / "images" / "large.zarr" / "probabilities").values
+    np.testing.assert_allclose(got, via_zarr, atol=1e-6)
+    sem = zarr.open_array(tmp_path / "blocked" / "images" / "large.zarr" / "labels/semantic/s1")
+    assert sem.shards == (256, 256) and sem.chunks == (128, 128)  # halved with the level
+    # NGFF 0.4 (zarr v2): unsharded, the large image has more files
+    v04 = cfg.model_copy(update={"ngff_version": "0.4"})
+    predict_collection(refs, info, tmp_path / "v04", config=v04)
+    n04 = {n: len(_files(tmp_path / "v04" / "images" / f"{n}.zarr")) for n in ("small", "large")}
+    assert n04["large"] > n04["small"]

@@ -69,6 +69,8 @@ class PredictUnit:
         Output pyramid levels.
     create : bool
         The unit creates the image's outputs itself (single-block images).
+    shard_chunks : (int, int)
+        Chunks per shard of sharded (NGFF 0.5) outputs: the chunks of one block.
     torch_threads : int or None
     """
 
@@ -83,6 +85,7 @@ class PredictUnit:
     levels: int
     create: bool
     torch_threads: int | None = 1
+    shard_chunks: tuple[int, int] | None = None
 
     @property
     def key_name(self) -> str:
@@ -111,6 +114,7 @@ def predict_unit(
     out = unit.out_url
     if unit.create:
         _create_outputs(out, shape=unit.shape, chunks=unit.chunks, levels=unit.levels, info=info,
+                        shard_chunks=unit.shard_chunks,
                         config=config)  # fmt: skip
     unc = open_group(out, mode="r+")
     write_block([unc[f"s{i}"] for i in range(unit.levels)], res["uncertainty"], core, labels=False)
@@ -172,11 +176,14 @@ def _create_outputs(
     levels: int,
     info: EnsembleInfo,
     config: PredictConfig,
+    shard_chunks: tuple[int, int] | None = None,
 ) -> None:
+    """Create the output arrays of one image; with NGFF 0.5 each is sharded by the work unit's
+    block (``shard_chunks`` chunks per shard), so one unit writes each shard whole."""
     from ..io import create_labels, create_multiscale, join_url
 
     common = dict(chunks=chunks, n_levels=levels, ngff_version=config.ngff_version,
-                  halve_chunks=True)  # fmt: skip
+                  halve_chunks=True, shard_chunks=shard_chunks)  # fmt: skip
     create_multiscale(
         url,
         shape=(3, *shape),
@@ -202,6 +209,7 @@ def _create_outputs(
             chunks=chunks,
             n_levels=1,
             ngff_version=config.ngff_version,
+            shard_chunks=shard_chunks,
         )
     create_labels(
         url,
@@ -210,6 +218,7 @@ def _create_outputs(
         chunks=chunks,
         n_levels=levels,
         properties=[{"label-value": k, "class": n} for k, n in enumerate(info.classes)],
+        shard_chunks=shard_chunks,
     )
 
 
@@ -276,10 +285,12 @@ def plan_units(
                     levels=levels,
                     create=create_in_unit,
                     torch_threads=torch_threads,
+                    shard_chunks=bplan.chunks_per_block,
                 )  # fmt: skip
             )
         if not create_in_unit and (ref.name, ()) not in records:
             _create_outputs(url, shape=shape, chunks=bplan.chunks, levels=levels, info=info,
+                            shard_chunks=bplan.chunks_per_block,
                             config=config)  # fmt: skip
             log.append({"image": ref.name, "created": True})
     return rows, units, n_done

@@ -297,7 +297,7 @@ def relabel_unit(task: RelabelUnit) -> int:
     return int(final.max())
 
 
-def _blocks(url: str, block_shape) -> tuple[list, tuple[int, int], int, tuple[int, int]]:
+def _blocks(url: str, block_shape) -> tuple[list, tuple[int, int], int, tuple[int, int], tuple]:
     from ..blocks import plan_blocks
     from ..io import open_group
 
@@ -306,7 +306,8 @@ def _blocks(url: str, block_shape) -> tuple[list, tuple[int, int], int, tuple[in
     shape = tuple(int(s) for s in arr0.shape[-2:])
     chunks = tuple(int(c) for c in arr0.chunks[-2:])
     levels = len([k for k in sem.array_keys() if k.startswith("s")])
-    return plan_blocks(shape, block_shape=block_shape, chunks=chunks).cores(), shape, levels, chunks
+    plan = plan_blocks(shape, block_shape=block_shape, chunks=chunks)
+    return plan.cores(), shape, levels, chunks, plan.chunks_per_block
 
 
 def run_instances(
@@ -364,14 +365,14 @@ def run_instances(
     tasks, stitches, per_image = [], [], {}
     for _, row in ok_rows.iterrows():
         url, name = row["output"], row["image"]
-        cores, shape, levels, chunks = _blocks(url, block_shape)
-        create_labels(
-            url, "instances", dtype="uint32", chunks=chunks, n_levels=levels, overwrite=True
-        )
+        cores, shape, levels, chunks, per_shard = _blocks(url, block_shape)
+        create_labels(url, "instances", dtype="uint32", chunks=chunks, n_levels=levels,
+                      shard_chunks=per_shard, overwrite=True)  # fmt: skip
         single = len(cores) == 1
         if not single:
             create_multiscale(f"{url}/{_PROVISIONAL}", shape=shape, dtype="uint64", axes="yx",
-                              chunks=chunks, n_levels=1, overwrite=True)  # fmt: skip
+                              chunks=chunks, n_levels=1, shard_chunks=per_shard,
+                              overwrite=True)  # fmt: skip
         work = work_root / name
         for number, (by, bx, ys, xs) in enumerate(cores):
             ext = (

@@ -236,6 +236,7 @@ def create_multiscale(
     fill_value: Any = 0,
     halve_chunks: bool = False,
     channel_names: Sequence[str] | None = None,
+    shard_chunks: Sequence[int] | None = None,
     overwrite: bool = False,
 ) -> list[zarr.Array]:
     """Create an empty multiscale image (metadata and arrays) to be filled chunk by chunk.
@@ -244,6 +245,11 @@ def create_multiscale(
     touch the same chunk. With ``halve_chunks`` the chunk shape halves with every level, so a
     unit whose region is whole chunks at full resolution also writes whole chunks at every
     lower level.
+
+    ``shard_chunks`` (zarr v3 / NGFF 0.5 only; ignored for 0.4): ``(ky, kx)`` chunks per shard
+    at every level, so the files per array stop growing with the image -- a shard is one file
+    holding ``ky x kx`` chunks. Give the chunks of one work unit's block: a unit then writes
+    each shard it touches whole and no two units share a shard. The chunk grid is unchanged.
 
     Returns
     -------
@@ -263,11 +269,17 @@ def create_multiscale(
         else:
             kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
         level_chunks = [max(1, c >> i) for c in chunks] if halve_chunks else list(chunks)
+        chunk_shape = _chunks_for(s, axes, level_chunks)
+        if shard_chunks is not None and fmt.zarr_format == 3:
+            per = dict(zip("yx", (int(k) for k in shard_chunks)))
+            kwargs["shards"] = tuple(
+                c * max(1, min(per.get(a, 1), -(-n // c))) for c, n, a in zip(chunk_shape, s, axes)
+            )
         arrays.append(
             group.create_array(
                 f"s{i}",
                 shape=s,
-                chunks=_chunks_for(s, axes, level_chunks),
+                chunks=chunk_shape,
                 dtype=dtype,
                 fill_value=fill_value,
                 **kwargs,
@@ -293,12 +305,13 @@ def create_labels(
     n_levels: int = 1,
     halve_chunks: bool = True,
     properties: list[dict[str, Any]] | None = None,
+    shard_chunks: Sequence[int] | None = None,
     overwrite: bool = False,
 ) -> list[zarr.Array]:
     """Create an empty multiscale label image ``<image>/labels/<name>`` (filled chunk by chunk).
 
     The label image takes the ``(y, x)`` shape and the NGFF version of the image; its axes are
-    the image's without ``c``.
+    the image's without ``c``. ``shard_chunks``: as :func:`create_multiscale`.
     """
     image_url = str(image_url)
     group = open_group(image_url, mode="r+")
@@ -322,6 +335,7 @@ def create_labels(
         n_levels=n_levels,
         ngff_version=version,
         halve_chunks=halve_chunks,
+        shard_chunks=shard_chunks,
         overwrite=overwrite,
     )
     existing = [n for n in ome_attrs(labels_group)[0].get("labels", []) if n != name]
