@@ -141,7 +141,7 @@ def _read(url: str, ext: tuple[slice, slice], what: str) -> np.ndarray:
 def instances_unit(task: InstancesUnit, *, config: InstancesConfig) -> dict[str, Any]:
     """Instances of one block: final labels (single block) or provisional ids + face strips."""
     from ..io import open_group, open_image, to_cyx
-    from ._stitch import face_strips, provisional_ids, unique_ids
+    from ._stitch import face_strips, provisional_ids
     from ._tables import combine_instance_partials, instance_partials
 
     t0 = time.perf_counter()
@@ -195,7 +195,7 @@ def instances_unit(task: InstancesUnit, *, config: InstancesConfig) -> dict[str,
             origin=(ext[0].start, ext[1].start),
             mode=task.mode,
         )
-        _save_block(Path(task.work_dir), task.block, faces, unique_ids(prov[inner]), partials)
+        _save_block(Path(task.work_dir), task.block, faces, partials)
     summary["seconds"] = time.perf_counter() - t0
     return summary
 
@@ -204,25 +204,31 @@ def _block_stem(work_dir: Path, block: tuple[int, int]) -> Path:
     return work_dir / f"{block[0]}_{block[1]}"
 
 
-def _save_block(work_dir: Path, block, faces: dict, ids: np.ndarray, partials) -> None:
-    """A block's face strips, core ids and partial sums, written atomically for its stitch
-    unit (numpy / Parquet files: nothing executable is stored)."""
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Arrays as one ``.npz`` file, written atomically (never executable content)."""
+    from ..files import atomic_write
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(path, write)
+
+
+def _save_block(work_dir: Path, block, faces: dict, partials) -> None:
+    """A block's face strips (with its core ids, ``faces["ids"]``) and partial sums, written
+    atomically for its stitch unit."""
     from ..files import atomic_write
 
     stem = _block_stem(work_dir, block)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, np.ndarray] = {"ids": ids}
+    arrays: dict[str, np.ndarray] = {"ids": faces["ids"]}
     for side in _SIDES:
         for part in ("halo", "core"):
             strip = faces[side][part]
             arrays[f"{side}_{part}"] = strip.labels
             arrays[f"{side}_{part}_offset"] = np.asarray(strip.offset, dtype=np.int64)
-
-    def save_npz(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-    atomic_write(stem.with_suffix(".faces.npz"), save_npz)
+    _save_npz(stem.with_suffix(".faces.npz"), **arrays)
     atomic_write(stem.with_suffix(".partials.parquet"), lambda tmp: partials.to_parquet(tmp))
 
 
@@ -244,7 +250,6 @@ def stitch_unit(task: StitchUnit) -> dict[str, Any]:
     table per block (``<by>_<bx>.lookup.npz``), and the image's part of the instance table."""
     import pandas as pd
 
-    from ..files import atomic_write
     from ..tables import write_part
     from ._stitch import block_lookup, match_neighbours, merge_pairs, relabel
     from ._tables import combine_instance_partials
@@ -264,12 +269,7 @@ def stitch_unit(task: StitchUnit) -> dict[str, Any]:
     parts = []
     for block, number in numbers.items():
         bids, bfinal = block_lookup(ids_sorted, final, number)
-
-        def save_lookup(tmp: str, bids=bids, bfinal=bfinal) -> None:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, ids=bids, final=bfinal)
-
-        atomic_write(_block_stem(work, block).with_suffix(".lookup.npz"), save_lookup)
+        _save_npz(_block_stem(work, block).with_suffix(".lookup.npz"), ids=bids, final=bfinal)
         p = pd.read_parquet(_block_stem(work, block).with_suffix(".partials.parquet"))
         # the stitch kernel's lookup, not a Python dict per instance
         p["label"] = relabel(p["label"].to_numpy(np.uint64), ids_sorted, final).astype(np.uint64)
