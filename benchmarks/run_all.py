@@ -28,6 +28,7 @@ SCRIPTS = {
     "predict": ["bench_predict.py"],
     "instances": ["bench_instances.py"],
     "stitch": ["bench_stitch.py"],
+    "archive": ["bench_archive.py"],  # N = 100, 1000 end to end + a 10^5-image stub (~1 h)
     # need .venv-deepflash2 (benchmarks/deepflash2_env.sh); without it they print "skipped"
     "deepflash2": ["bench_deepflash2.py"],
     "gt_deepflash2": ["bench_gt_deepflash2.py"],

@@ -9,6 +9,9 @@ Every stage runs its units through :func:`map_units`, so every stage has the sam
   GPUs (a CPU cluster runs the identical path); a dict is passed on as it is.
 * **Retries**: a failed unit runs again up to ``retries`` times (on a client: Dask's task
   retries; in-process: the same count).
+* **Bounded**: on a client at most ``max(256, 16 x worker threads)`` units are in flight;
+  more are submitted, in batches, as they finish, so the client's and the scheduler's state do
+  not grow with the number of units (10^5 images are as many futures as 300 at a time).
 * **Errors**: ``on_error="stop"`` cancels what has not run and raises the first error;
   ``"collect"`` runs everything and returns the failures (one bad image fails alone).
 * **Events**: every finished unit is one JSON line on the ``scaleseg.units`` logger (on a client
@@ -41,6 +44,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("scaleseg.units")
+
+IN_FLIGHT_PER_THREAD = 16
+"""Units submitted ahead per worker thread (:func:`map_units` on a client)."""
+MIN_IN_FLIGHT = 256
+"""Units in flight at least, however small the cluster."""
 
 
 def current_worker() -> Any | None:
@@ -156,7 +164,8 @@ def map_units(
     threads : int
         In-process only: more than 1 runs units in a thread pool (I/O-bound units).
     progress : callable, optional
-        Called with 1 after every unit (finished or failed).
+        Called as ``progress(1)`` after every finished unit and ``progress(1, failed=1)``
+        after every failed one (:class:`scaleseg.stages._common.StageBar` takes both).
 
     Returns
     -------
@@ -185,28 +194,61 @@ def map_units(
     return MapResult(results, failures)
 
 
+def _window(client) -> int:
+    """Units in flight at most: enough to keep every worker thread busy with a queue behind it,
+    few enough that the client and scheduler state stay bounded whatever the number of units."""
+    try:
+        threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+    except Exception:  # a scheduler that does not answer: a conservative default
+        threads = 8
+    return max(MIN_IN_FLIGHT, IN_FLIGHT_PER_THREAD * threads)
+
+
 def _run_on_client(fn, units, keys, client, resources, retries, on_error, progress, results,
                    failures, kwargs) -> None:  # fmt: skip
     from distributed import as_completed
 
-    futures = client.map(
-        fn, units, key=keys, pure=False, retries=retries or None, resources=resources, **kwargs
-    )
-    index = {f.key: i for i, f in enumerate(futures)}
+    n = len(units)
+    window = _window(client)
+    batch = max(1, window // 4)
+    live: dict[str, Any] = {}  # key -> future of the units in flight
+    index: dict[str, int] = {}
+    start = 0
+
+    def submit() -> list:
+        nonlocal start
+        stop = min(n, start + batch)
+        futures = client.map(fn, units[start:stop], key=keys[start:stop], pure=False,
+                             retries=retries or None, resources=resources, **kwargs)  # fmt: skip
+        for i, fut in enumerate(futures, start):
+            live[fut.key], index[fut.key] = fut, i
+        start = stop
+        return futures
+
+    first: list = []
+    while start < n and len(first) < window:
+        first += submit()
+    pending = as_completed(first)
     try:
-        for fut in as_completed(futures):
-            i = index[fut.key]
+        for fut in pending:
+            i = index.pop(fut.key)
+            del live[fut.key]
             if fut.status == "error":
                 exc = fut.exception()
                 if on_error == "stop":
                     raise exc
                 failures.append(UnitFailure(i, keys[i], _describe(exc), exc))
+                if progress:
+                    progress(1, failed=1)
             else:
                 results[i] = fut.result()
-            if progress:
-                progress(1)
+                if progress:
+                    progress(1)
+            fut.release()  # the result is ours now: the cluster may forget the task
+            if start < n and len(live) <= window - batch:
+                pending.update(submit())
     except BaseException:
-        client.cancel(futures)
+        client.cancel(list(live.values()))
         raise
 
 
@@ -228,15 +270,16 @@ def _attempt(fn, unit, key, retries, kwargs):
 def _run_here(fn, units, keys, retries, on_error, threads, progress, results, failures,
               kwargs) -> None:  # fmt: skip
     def one(i: int) -> None:
+        failed = 0
         try:
             results[i] = _attempt(fn, units[i], keys[i], retries, kwargs)
         except Exception as exc:
             if on_error == "stop":
                 raise
             failures.append(UnitFailure(i, keys[i], _describe(exc), exc))
-        finally:
-            if progress:
-                progress(1)
+            failed = 1
+        if progress:
+            progress(1, failed=failed) if failed else progress(1)
 
     n = max(1, min(int(threads or 1), len(units), os.cpu_count() or 1))
     if n == 1:

@@ -160,43 +160,69 @@ def test_parse_unit_key():
     assert parse_unit_key("_run_job-8c1f") == {}
 
 
-def test_one_log_line_per_unit(client):
+def test_one_log_line_per_unit_and_summaries_per_stage(client):
+    """Every unit is a DEBUG line (a failed one a WARNING); the summary per stage counts them."""
     import json
     import logging
     import time
 
     from scaleseg.cluster._observe import watch_units
 
-    lines: list[str] = []
+    records: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):
         def emit(self, record):
-            lines.append(record.getMessage())
+            records.append(record)
 
     logger = logging.getLogger("scaleseg.units")
     handler, level = Keep(), logger.level
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG)
     try:
-        assert watch_units(client)
+        summary = watch_units(client, every=3600)
+        assert summary is not None
         keys = [f"predict-img-0-{i}-abcdef" for i in range(3)]
         client.gather(client.map(abs, [-1, -2, -3], key=keys))
         bad = client.submit(int, "x", key="predict-img-1-0-abcdef")
         with pytest.raises(ValueError):
             bad.result()
         deadline = time.monotonic() + 10
-        while len(lines) < 4 and time.monotonic() < deadline:
+        while len(records) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert not any(r.levelno == logging.INFO for r in records)  # no summary before `every`
+        summary.flush()
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
         client.unsubscribe_topic("scaleseg-unit")
-    events = {e["key"]: e for e in map(json.loads, lines)}
+    units = [r for r in records if '"event": "unit"' in r.getMessage()]
+    events = {e["key"]: e for e in (json.loads(r.getMessage()) for r in units)}
     assert set(keys) | {"predict-img-1-0-abcdef"} <= set(events)
     ok = events[keys[2]]
     assert ok["event"] == "unit" and ok["image"] == "img" and ok["block"] == [0, 2]
     assert ok["status"] == "ok" and ok["worker"].startswith("tcp://") and ok["seconds"] >= 0
     assert events["predict-img-1-0-abcdef"]["status"] == "error"
+    level_of = {json.loads(r.getMessage())["key"]: r.levelno for r in units}
+    assert level_of[keys[0]] == logging.DEBUG
+    assert level_of["predict-img-1-0-abcdef"] == logging.WARNING
+    (line,) = [json.loads(r.getMessage()) for r in records if r.levelno == logging.INFO]
+    assert line["event"] == "units" and line["stage"] == "predict"
+    assert (line["finished"], line["failed"]) == (3, 1) and line["units_per_s"] > 0
+
+
+def test_stage_bar_counts_failed_units_from_the_executor():
+    """map_units reports a failed unit as progress(1, failed=1); the bar shows the count."""
+    from scaleseg.executor import map_units
+    from scaleseg.stages._common import progress_bar
+
+    def half(x):
+        if x % 2:
+            raise ValueError(f"odd {x}")
+        return x
+
+    with progress_bar(6, "t", enabled=False) as bar:
+        res = map_units(half, range(6), stage="t", on_error="collect", progress=bar.update)
+    assert bar.n == 6 and bar.failed == 3 and len(res.failures) == 3
 
 
 def test_cli_recipe_prints_dashboard_and_logs_units(tmp_path, capsys):
@@ -216,15 +242,16 @@ def test_cli_recipe_prints_dashboard_and_logs_units(tmp_path, capsys):
     logging.getLogger("scaleseg.units").addHandler(handler)
     try:
         rc = main(
-            ["demo-data", str(tmp_path / "demo"), "--images", "2", "--ood", "0", "--size", "48",
-             "48", "--cluster", str(recipe), "--workers", "1"]
+            ["--verbose", "demo-data", str(tmp_path / "demo"), "--images", "2", "--ood", "0",
+             "--size", "48", "48", "--cluster", str(recipe), "--workers", "1"]
         )  # fmt: skip
     finally:
         logging.getLogger("scaleseg.units").removeHandler(handler)
     assert rc == 0
     out = capsys.readouterr().out
     assert f"Dask cluster: {recipe} with 1 workers; dashboard: http" in out
-    assert sum('"event": "unit"' in line for line in seen) >= 2
+    assert sum('"event": "unit"' in line for line in seen) >= 2  # --verbose: every unit
+    assert any('"event": "units"' in line for line in seen)  # the closing summary
 
 
 class _FakeLibc:
@@ -280,3 +307,44 @@ def test_tune_malloc_on_this_machine_in_a_fresh_process():
     code = "from scaleseg.worker import tune_malloc; print(tune_malloc())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ("True" if sys.platform.startswith("linux") else "False")
+
+
+def _slow_square(x):
+    import time
+
+    time.sleep(0.01)
+    if x == 13:
+        raise ValueError("thirteen")
+    return x * x
+
+
+def test_map_units_keeps_a_bounded_number_of_units_in_flight(client, monkeypatch):
+    """At most the window of units exists on the scheduler at any time, whatever the number of
+    units; the results still come back in unit order and failures are collected."""
+    import threading
+
+    from scaleseg import executor
+
+    monkeypatch.setattr(executor, "MIN_IN_FLIGHT", 6)
+    monkeypatch.setattr(executor, "IN_FLIGHT_PER_THREAD", 1)
+    seen, stop = [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            seen.append(client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)))
+            stop.wait(0.005)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        res = executor.map_units(_slow_square, list(range(80)), stage="sq", client=client,
+                                 on_error="collect")  # fmt: skip
+    finally:
+        stop.set()
+        thread.join()
+    assert [f.index for f in res.failures] == [13] and "thirteen" in res.failures[0].error
+    assert [r for i, r in enumerate(res.results) if i != 13] == [
+        i * i for i in range(80) if i != 13
+    ]
+    # window 6, plus a task or two the scheduler has not forgotten yet: never all 80 at once
+    assert len(seen) > 5 and 0 < max(seen) <= 8

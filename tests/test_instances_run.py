@@ -88,6 +88,15 @@ def test_components_blocked_equals_whole(predictions):
 
     assert len(dd.read_parquet(str(blocked / "instances")).compute()) == len(tb)
     assert pads.dataset(blocked / "instances").count_rows() == len(tb)
+    import duckdb  # an SQL engine over the folder, as users query large archives
+
+    glob = str(blocked / "instances" / "*.parquet")
+    sql = f"SELECT image, count(*) AS n, sum(area) AS a FROM read_parquet('{glob}') GROUP BY image"
+    got_sql = duckdb.sql(sql).df().set_index("image").sort_index()
+    want = tb.groupby("image").agg(n=("label", "size"), a=("area", "sum")).sort_index()
+    assert (
+        got_sql["n"].tolist() == want["n"].tolist() and got_sql["a"].tolist() == want["a"].tolist()
+    )
     csv = pd.read_csv(blocked / "instances.csv")
     assert len(csv) == len(tb) and list(csv.columns) == list(tb.columns)
     # a reader asks for one image and two columns: only that part is read
@@ -188,3 +197,22 @@ def test_flows_ensemble_end_to_end(tmp_path):
     sem = io.open_labels(tmp_path / "out" / "images" / "f.zarr", "semantic").values
     assert not np.any((lab > 0) & (sem == 0))  # instances only on predicted foreground
     assert res["images"]["n_instances"].iloc[0] == len(np.unique(lab)) - 1
+
+
+def test_instance_table_formats_are_a_recorded_request(predictions, capsys):
+    """--formats parquet: no CSV whatever the size; a changed request is refused without
+    --overwrite (naming it), and --formats parquet csv writes the CSV equal to the parts."""
+    whole, _ = predictions["whole"]
+    args = ["instances", str(whole), "--method", "components"]
+    assert main([*args, "--overwrite", "--formats", "parquet"]) == 0
+    assert (whole / "instances").is_dir() and not (whole / "instances.csv").exists()
+    capsys.readouterr()
+    assert main([*args, "--formats", "parquet"]) == 0  # the same request: reused
+    assert main([*args, "--formats", "parquet", "csv"]) == 1
+    err = capsys.readouterr().err
+    assert "inputs.formats" in err and "--overwrite" in err
+    assert not (whole / "instances.csv").exists()  # nothing changed by the refused run
+    assert main([*args, "--formats", "csv", "--overwrite"]) == 0
+    csv = pd.read_csv(whole / "instances.csv")
+    parts = pd.read_parquet(whole / "instances")
+    assert len(csv) == len(parts) > 0 and list(csv.columns) == list(parts.columns)

@@ -337,6 +337,11 @@ def test_calibrated_threshold_is_recorded_and_used_by_predict(items, tmp_path):
         np.testing.assert_allclose(got, expected, atol=1e-6)
         inter += counts["inter"]
         total += counts["total"]
+        # the reach: the 99th percentile of the foreground probability on its own pixels
+        reach = record["class_reach"]
+        expected_q = np.quantile(fg[known & (y == 1)], 0.99)
+        assert reach["quantile"] == 0.99 and f.class_reach == reach["values"]
+        assert expected_q <= reach["values"][0] <= expected_q + 0.01 + 1e-9
     pooled = 2 * inter / total
     d = manifest.decision_threshold
     best = np.flatnonzero(np.isclose(pooled, pooled.max(), rtol=0, atol=1e-9))
@@ -367,3 +372,60 @@ def test_calibrated_threshold_is_recorded_and_used_by_predict(items, tmp_path):
         predict_collection(
             refs, three, tmp_path / "x", config=cfg.model_copy(update={"threshold": 0.4})
         )
+
+
+def test_class_reach_equals_the_numpy_quantile_and_flags_a_capped_class():
+    """The histogram quantile is the upper edge of numpy's quantile's bin; a class whose
+    probability never leaves ~0.5 on its own pixels is saturated, a confident one is not."""
+    from scaleseg.training._reach import BINS, class_reach, reach_histogram, saturated
+
+    rng = np.random.default_rng(3)
+    target = rng.integers(0, 3, size=(2, 40, 40))
+    raw = rng.random((2, 3, 40, 40))
+    raw[:, 2] = 0.5 * raw[:, 0] + 0.5 * raw[:, 1]  # class 2 stays moderate
+    prob = raw / raw.sum(axis=1, keepdims=True)
+    hist = reach_histogram(prob[:1], target[:1]) + reach_histogram(prob[1:], target[1:])
+    got = class_reach(hist, 0.9)
+    for k in (1, 2):
+        q = np.quantile(prob[:, k][target == k], 0.9, method="inverted_cdf")
+        assert np.floor(q * BINS) / BINS < got[k - 1] <= np.floor(q * BINS) / BINS + 1 / BINS + 1e-9
+    capped = np.stack([1 - np.full((1, 8, 8), 0.505), np.full((1, 8, 8), 0.505)], axis=1)
+    ones = np.ones((1, 8, 8), dtype=int)
+    assert class_reach(reach_histogram(capped, ones)) == [0.51]
+    assert saturated([0.51]) == [1] and saturated([0.97]) == [] and saturated([float("nan")]) == []
+    assert np.isnan(class_reach(reach_histogram(capped, 0 * ones))[0])  # no class-1 pixels
+    with pytest.raises(ValueError, match="target"):
+        reach_histogram(capped, ones[0])
+
+
+def test_a_member_that_can_only_switch_features_off_is_reported_as_capped(items, tmp_path):
+    """The failure seen on PV-in-HC: every last-decoder feature (>= 0 after ReLU) votes against
+    foreground, so foreground wins only where all are zero, by the head's bias difference. The
+    validation pass measures a reach of about 0.5; the model card and the train summary warn."""
+    import torch
+
+    from scaleseg.models import EnsembleManifest, Normalization, build_model
+    from scaleseg.stages._train import TrainResult
+    from scaleseg.training import saturation_warnings, validation_tiles, write_model_card
+    from scaleseg.training._fit import _validation_pass
+
+    manifest = train_ensemble(items, tmp_path / "ens", model=_spec(SPEC), config=_cfg())
+    assert len(EnsembleManifest.read(tmp_path / "ens").folds[0].class_reach) == 1
+    model = build_model(_spec(SPEC))
+    head = model.segmentation_head[0]
+    with torch.no_grad():
+        head.weight[1] = head.weight[0] - 1.0
+        head.bias[1] = head.bias[0] + 0.02
+    norm = Normalization.from_dict(manifest.normalization)
+    tiles = validation_tiles(items[:2], tile_shape=(64, 64), normalization=norm)
+    counts, reach = _validation_pass(model, tiles, torch.device("cpu"), 4, 2)
+    assert counts is not None and reach["values"][0] <= 0.51
+
+    folds = [manifest.folds[0].model_copy(update={"class_reach": reach["values"]})]
+    capped = manifest.model_copy(update={"folds": folds + manifest.folds[1:]})
+    warnings = saturation_warnings(capped)
+    assert any(w.startswith("fold 0 never predicts class_1 with confidence") for w in warnings)
+    card = write_model_card(capped, tmp_path / "card.md").read_text()
+    assert "**Warning**: fold 0 never predicts class_1" in card
+    summary = TrainResult(tmp_path / "ens", capped).summary()
+    assert any(line.startswith("warning: fold 0 never predicts class_1") for line in summary)

@@ -75,13 +75,12 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def _unit_logger() -> None:
-    """One JSON line per unit on stderr (``scaleseg.units``), set up once per process."""
+    """The unit lines on stderr (``scaleseg.units``), set up once per process: the summaries
+    at INFO, every unit too with ``--verbose`` (the level follows the ``scaleseg`` logger)."""
     log = logging.getLogger("scaleseg.units")
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
         log.addHandler(_StderrHandler())
         log.propagate = False
-        if log.level == logging.NOTSET:
-            log.setLevel(logging.INFO)
 
 
 class _LazyClient:
@@ -113,16 +112,20 @@ def _session(args: argparse.Namespace) -> Iterator[Any]:
             f"Dask cluster: {target} with {n} workers; dashboard: {dashboard_link(client) or 'none'}"
         )
         _unit_logger()
-        watch_units(client)
-        report = getattr(args, "performance_report", None)
-        if not report:
-            yield client
-            return
-        from distributed import performance_report
+        summary = watch_units(client)
+        try:
+            report = getattr(args, "performance_report", None)
+            if not report:
+                yield client
+                return
+            from distributed import performance_report
 
-        with performance_report(filename=report):
-            yield client
-        say(f"performance report: {report}")
+            with performance_report(filename=report):
+                yield client
+            say(f"performance report: {report}")
+        finally:
+            if summary is not None:
+                summary.flush()
 
 
 @contextmanager
@@ -130,8 +133,9 @@ def client_from_args(args: argparse.Namespace) -> Iterator[Any]:
     """Yield a client for ``--scheduler`` / ``--cluster`` (or ``None``), started on first use;
     the dashboard link is printed when it starts.
 
-    While the client is open, every finished task is logged as one JSON line on the
-    ``scaleseg.units`` logger (key, image / block or fold, worker, seconds).
+    While the client is open, finished tasks are logged on the ``scaleseg.units`` logger: a
+    summary line per stage every 30 s and at the end; every unit (key, image / block or fold,
+    worker, seconds) with ``--verbose``, every failed unit always.
     """
     if (args.scheduler or args.cluster) is None:
         yield None

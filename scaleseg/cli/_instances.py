@@ -35,13 +35,22 @@ def register(sub) -> None:
         "components (connected components), watershed (distance transform, no model), flows "
         "(cellpose mask construction from the ensemble's own flow outputs, `train --flows`) or "
         "cellpose (deepflash2's method with a local pretrained cellpose model). Blocks are "
-        "stitched across faces. Writes labels/instances, instances.parquet and instance counts.",
+        "stitched across faces. Writes labels/instances, the table instances/ (a Parquet part per "
+        "image) and instance counts.",
     )
     p.add_argument("prediction", help="output folder of `scaleseg predict`")
     p.add_argument(
         "--method", required=True, choices=["components", "watershed", "flows", "cellpose"]
     )
     add_method_args(p)
+    p.add_argument(
+        "--formats",
+        nargs="+",
+        choices=["parquet", "csv"],
+        help="table formats: the Parquet parts in instances/ always; csv also writes "
+        "instances.csv, leaving it out never does (default: instances.csv only while the table "
+        "has at most 10^6 rows)",
+    )
     p.add_argument(
         "--overwrite", action="store_true", help="replace instances made with other settings"
     )
@@ -56,8 +65,8 @@ def run(args: argparse.Namespace, cfg) -> int:
     cfg = instances_config(cfg, args, args.method)
     with client_from_args(args) as client:
         result = segment_instances(
-            args.prediction, config=cfg.instances, client=client, overwrite=args.overwrite,
-            argv=args.argv,
+            args.prediction, config=cfg.instances, formats=args.formats, client=client,
+            overwrite=args.overwrite, argv=args.argv,
         )  # fmt: skip
     for line in result.summary():
         say(line)

@@ -82,6 +82,11 @@ class FoldEntry(_Typed):
     seconds: float
     features: FeatureEntry | None = None
     encoder_weights: EncoderWeights | None = None
+    class_reach: list[float] | None = Field(
+        None,
+        description="per foreground class, the 99th percentile of its probability on the "
+        "fold's own validation pixels of that class (about 0.5 = never confident)",
+    )
 
 
 class DistanceThreshold(_Typed):

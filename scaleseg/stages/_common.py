@@ -6,20 +6,56 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-__all__ = ["absolute", "progress_bar", "torch_threads_setting"]
+__all__ = ["StageBar", "absolute", "progress_bar", "torch_threads_setting"]
+
+
+class StageBar:
+    """A stage's tqdm bar: count, rate and ETA from tqdm, the failed units as a postfix.
+
+    ``update(n)`` counts finished units; ``update(n, failed=k)`` counts ``n`` units of which
+    ``k`` failed (the executor's contract, :func:`scaleseg.executor.map_units`).
+    """
+
+    def __init__(self, bar) -> None:
+        self._bar = bar
+        self.done = 0
+        self.failed = 0
+
+    @property
+    def total(self) -> int | None:
+        return self._bar.total
+
+    @total.setter
+    def total(self, value: int | None) -> None:
+        self._bar.total = value
+        self._bar.refresh()
+
+    @property
+    def n(self) -> int:
+        """Units counted so far (finished or failed), also when the bar is not shown."""
+        return self.done
+
+    def update(self, n: int = 1, *, failed: int = 0) -> None:
+        self.done += n
+        if failed:
+            self.failed += failed
+            self._bar.set_postfix(failed=self.failed, refresh=False)
+        self._bar.update(n)
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 @contextmanager
 def progress_bar(
     total: int | None, desc: str, *, enabled: bool = True, unit: str = "unit"
-) -> Iterator[Any]:
-    """A tqdm bar on stderr (``update(n)``); a silent stand-in when not ``enabled``."""
+) -> Iterator[StageBar]:
+    """A :class:`StageBar` on stderr; a silent stand-in when not ``enabled``."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(
-        total=total, desc=desc, unit=unit, file=sys.stderr, disable=None if enabled else True
+    bar = StageBar(
+        tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None if enabled else True)
     )
     try:
         yield bar

@@ -187,11 +187,11 @@ def predict(
             res = {"images": table, "units_run": 0, "units_resumed": int(table["n_blocks"].sum())}
         else:
             (out / COMPLETE).unlink(missing_ok=True)
-            with progress_bar(0, "blocks", enabled=progress) as bar:
+            with progress_bar(0, "predict", enabled=progress, unit="block") as bar:
                 res = predict_collection(
                     refs, info, out, config=config, client=client,
                     torch_threads=torch_threads_setting(), progress=bar.update,
-                    set_total=lambda n: (setattr(bar, "total", n), bar.refresh()),
+                    set_total=lambda n: setattr(bar, "total", n),
                 )  # fmt: skip
             write_table(res["images"], out / "images", ["parquet", "csv"])
         table = res["images"]
@@ -218,6 +218,7 @@ def segment_instances(
     *,
     config: InstancesConfig | None = None,
     block_shape: tuple[int, int] | None = None,
+    formats: Sequence[str] | None = None,
     client: Any = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -240,6 +241,10 @@ def segment_instances(
         Method (``components``, ``watershed``, ``flows``, ``cellpose``) and its settings.
     block_shape : (int, int), optional
         Blocks of the stitching (default: the prediction's).
+    formats : sequence of {"parquet", "csv"}, optional
+        Table formats: the Parquet parts are always written; with ``"csv"`` also
+        ``instances.csv`` whatever its size, without it never. Default: the CSV only while the
+        table has at most :data:`~scaleseg.tables.CSV_ROW_LIMIT` rows.
     """
     import pandas as pd
 
@@ -258,8 +263,15 @@ def segment_instances(
             f"{pred}: not a finished `scaleseg predict` output (run or resume predict first)"
         )
     block = tuple(block_shape or host.config.get("block_shape") or (2048, 2048))
-    spec = build_spec("instances", config=config, inputs={"prediction": absolute(pred),
-                      "block_shape": list(block)})  # fmt: skip
+    inputs: dict[str, Any] = {"prediction": absolute(pred), "block_shape": list(block)}
+    csv = None  # the default: a CSV copy while the table is small
+    if formats is not None:
+        unknown = sorted(set(formats) - {"parquet", "csv"})
+        if unknown:
+            raise ValueError(f"unknown table format(s) {unknown}; choose parquet and/or csv")
+        csv = "csv" in formats
+        inputs["formats"] = sorted({"parquet", *formats})  # recorded: a change needs overwrite
+    spec = build_spec("instances", config=config, inputs=inputs)
     run = StageRun("instances", pred, spec, kind="addon", host_stage="predict",
                    record_name=INSTANCES_RECORD, spec_name=INSTANCES_SPEC, overwrite=overwrite,
                    argv=argv, owns=("instances", "instances.parquet", "instances.csv",
@@ -276,7 +288,8 @@ def segment_instances(
             with progress_bar(None, "instances", enabled=progress) as bar:
                 res = run_instances(
                     pred, config=config, n_classes=info.n_classes, has_flows=info.n_extra >= 2,
-                    block_shape=block, overwrite=True, client=client, progress=bar.update,
+                    block_shape=block, csv=csv, overwrite=True, client=client,
+                    progress=bar.update,
                 )  # fmt: skip
             result = InstancesResult(pred, config.method, res["images"])
         ok = result.images[result.images["status"] == "ok"]

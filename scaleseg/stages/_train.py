@@ -45,9 +45,11 @@ class TrainResult:
 
     def summary(self) -> list[str]:
         """Lines for a person (what the CLI prints)."""
+        from ..training import saturation_warnings
+
         m = self.manifest
         dice = [f.valid_dice for f in m.folds]
-        lines = [f"warning: {w}" for w in self.warnings]
+        lines = [f"warning: {w}" for w in (*self.warnings, *saturation_warnings(m))]
         if not self.folds_trained and self.folds_resumed:
             lines.append(f"{self.output}: every fold was already trained (same request)")
         elif self.folds_resumed:

@@ -18,6 +18,7 @@ __getattr__, __dir__, __all__ = attach(
         "items_from_gt": "._items",
         "kfold_splits": "._ensemble",
         "normalization_from_items": "._data",
+        "saturation_warnings": "._ensemble",
         "select_images": "._items",
         "train_ensemble": "._ensemble",
         "training_items": "._items",

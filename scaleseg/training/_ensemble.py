@@ -31,13 +31,20 @@ from ..models._manifest import ENSEMBLE_FILE, EnsembleManifest, FoldEntry
 from ..models._normalize import Normalization
 from ._features import distance_threshold
 from ._fit import FOLD_FILE, FoldSpec, fit_fold, fold_dir_name
+from ._reach import saturated
 from ._threshold import decision_threshold
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
     from ..models import ModelSpec
 
-__all__ = ["kfold_splits", "train_ensemble", "ENSEMBLE_FILE", "write_model_card"]
+__all__ = [
+    "kfold_splits",
+    "train_ensemble",
+    "ENSEMBLE_FILE",
+    "saturation_warnings",
+    "write_model_card",
+]
 
 
 def kfold_splits(
@@ -201,6 +208,7 @@ def train_ensemble(
                 seconds=r["seconds"],
                 features=features.get(r["fold"]),
                 encoder_weights=r.get("encoder_weights"),
+                class_reach=(r.get("class_reach") or {}).get("values"),
             )
             for r in results
         ],
@@ -374,18 +382,22 @@ def write_model_card(manifest: EnsembleManifest, path: Path) -> Path:
         "",
         "## Validation (k-fold; each fold validated on images it did not train on)",
         "",
-        "| fold | valid Dice | best epoch | validation images | seconds |",
-        "|---|---|---|---|---|",
+        "| fold | valid Dice | best epoch | class reach | validation images | seconds |",
+        "|---|---|---|---|---|---|",
     ]
     for f in manifest.folds:
+        reach = ", ".join(f"{r:.2f}" for r in f.class_reach) if f.class_reach else "-"
         lines.append(
-            f"| {f.fold} | {f.valid_dice:.4f} | {f.best_epoch} | "
+            f"| {f.fold} | {f.valid_dice:.4f} | {f.best_epoch} | {reach} | "
             f"{', '.join(f.valid_images)} | {f.seconds} |"
         )
     lines += [
         "",
         f"Mean validation Dice {np.mean(dice):.4f} (range {min(dice):.4f}-{max(dice):.4f}).",
+        "Class reach: the 99th percentile of a class's probability on the fold's own "
+        "validation pixels of that class.",
         "",
+        *[line for w in saturation_warnings(manifest) for line in (f"**Warning**: {w}", "")],
         *_decision_lines(manifest.decision_threshold),
         *_threshold_lines(manifest.ood_threshold),
         "## Library versions",
@@ -396,6 +408,22 @@ def write_model_card(manifest: EnsembleManifest, path: Path) -> Path:
         "",
     ]
     return atomic_write_text(path, "\n".join(lines))
+
+
+def saturation_warnings(manifest: EnsembleManifest) -> list[str]:
+    """One sentence per member whose probability for a class never becomes confident on its own
+    validation pixels (:data:`~scaleseg.training._reach.SATURATED_BELOW`)."""
+    out = []
+    for f in manifest.folds:
+        for k in saturated(f.class_reach):
+            out.append(
+                f"fold {f.fold} never predicts {manifest.classes[k]} with confidence: its "
+                f"probability on its own validation pixels of that class reaches only "
+                f"{f.class_reach[k - 1]:.2f} (99th percentile). Such a member reads as "
+                "maximally uncertain there, which inflates u and can flatten the ranking of "
+                "U; retrain with another --seed (README, 'Capped members')."
+            )
+    return out
 
 
 def _decision_lines(thr) -> list[str]:

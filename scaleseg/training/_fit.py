@@ -113,26 +113,41 @@ def _evaluate(
     return sum(losses) / max(1, len(tiles)), _dice_from_counts(inter, total)
 
 
-def _validation_threshold_counts(model, tiles, device, batch_size: int) -> dict[str, list[float]]:
-    """Foreground intersections and size sums of a binary model on the validation tiles at
-    each of :data:`~scaleseg.training._threshold.THRESHOLDS` (pooled over the tiles)."""
+def _validation_pass(
+    model, tiles, device, batch_size: int, n_classes: int
+) -> tuple[dict[str, list[float]] | None, dict[str, Any]]:
+    """One pass of the kept weights over the validation tiles.
+
+    Returns the foreground intersections and size sums at each of
+    :data:`~scaleseg.training._threshold.THRESHOLDS` (binary models; None otherwise) and each
+    foreground class's reach (:mod:`scaleseg.training._reach`), both pooled over the tiles.
+    """
     import torch
 
+    from ._reach import BINS, QUANTILE, class_reach, reach_histogram
     from ._threshold import THRESHOLDS, threshold_counts
 
     model.eval()
     inter = np.zeros(len(THRESHOLDS))
     total = np.zeros(len(THRESHOLDS))
+    hist = np.zeros((n_classes - 1, BINS), dtype=np.int64)
     with torch.inference_mode():
         for b0 in range(0, len(tiles), batch_size):
             batch = tiles[b0 : b0 + batch_size]
             x = torch.stack([t[0] for t in batch]).to(device)
             y = torch.stack([t[1] for t in batch]).numpy()
-            fg = torch.softmax(model(x).float()[:, :2], dim=1)[:, 1].cpu().numpy()
-            i, t = threshold_counts(fg, y, THRESHOLDS)
-            inter += i
-            total += t
-    return {"thresholds": list(THRESHOLDS), "inter": inter.tolist(), "total": total.tolist()}
+            prob = torch.softmax(model(x).float()[:, :n_classes], dim=1).cpu().numpy()
+            hist += reach_histogram(prob, y)
+            if n_classes == 2:
+                i, t = threshold_counts(prob[:, 1], y, THRESHOLDS)
+                inter += i
+                total += t
+    counts = (
+        {"thresholds": list(THRESHOLDS), "inter": inter.tolist(), "total": total.tolist()}
+        if n_classes == 2
+        else None
+    )
+    return counts, {"quantile": QUANTILE, "values": class_reach(hist)}
 
 
 def _plot_history(history: list[dict], path: Path, title: str) -> None:
@@ -413,11 +428,10 @@ def fit_fold(
                     stop = True
                     break
         bar.close()
-        counts = None
-        if n_classes == 2:  # the kept weights' Dice per decision threshold (the ensemble's choice)
-            kept = average.model if average is not None else model
-            load_weights(kept, tmp / WEIGHTS_FILE, expected_sha256=sha)
-            counts = _validation_threshold_counts(kept, valid, dev, bs)
+        # the kept weights' Dice per decision threshold (the ensemble's choice) and class reach
+        kept = average.model if average is not None else model
+        load_weights(kept, tmp / WEIGHTS_FILE, expected_sha256=sha)
+        counts, reach = _validation_pass(kept, valid, dev, bs, n_classes)
         info = {
             "fold": spec.fold,
             "seed": spec.seed,
@@ -436,6 +450,7 @@ def fit_fold(
             "ema": ema_decay,
             "encoder_weights": weights_used.model_dump(mode="json"),
             "threshold_counts": counts,
+            "class_reach": reach,
         }
         atomic_write_json(tmp / FOLD_FILE, info)
         if final.exists():  # an incomplete earlier attempt (no fold.json): replace it
