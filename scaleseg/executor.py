@@ -211,8 +211,7 @@ def _run_on_client(fn, units, keys, client, resources, retries, on_error, progre
     n = len(units)
     window = _window(client)
     batch = max(1, window // 4)
-    live: dict[str, Any] = {}  # key -> future of the units in flight
-    index: dict[str, int] = {}
+    live: dict[str, tuple[int, Any]] = {}  # key -> (unit index, future) of the units in flight
     start = 0
 
     def submit() -> list:
@@ -221,7 +220,7 @@ def _run_on_client(fn, units, keys, client, resources, retries, on_error, progre
         futures = client.map(fn, units[start:stop], key=keys[start:stop], pure=False,
                              retries=retries or None, resources=resources, **kwargs)  # fmt: skip
         for i, fut in enumerate(futures, start):
-            live[fut.key], index[fut.key] = fut, i
+            live[fut.key] = (i, fut)
         start = stop
         return futures
 
@@ -231,8 +230,7 @@ def _run_on_client(fn, units, keys, client, resources, retries, on_error, progre
     pending = as_completed(first)
     try:
         for fut in pending:
-            i = index.pop(fut.key)
-            del live[fut.key]
+            i, _ = live.pop(fut.key)
             if fut.status == "error":
                 exc = fut.exception()
                 if on_error == "stop":
@@ -248,7 +246,7 @@ def _run_on_client(fn, units, keys, client, resources, retries, on_error, progre
             if start < n and len(live) <= window - batch:
                 pending.update(submit())
     except BaseException:
-        client.cancel(list(live.values()))
+        client.cancel([fut for _, fut in live.values()])
         raise
 
 
@@ -270,16 +268,17 @@ def _attempt(fn, unit, key, retries, kwargs):
 def _run_here(fn, units, keys, retries, on_error, threads, progress, results, failures,
               kwargs) -> None:  # fmt: skip
     def one(i: int) -> None:
-        failed = 0
         try:
             results[i] = _attempt(fn, units[i], keys[i], retries, kwargs)
         except Exception as exc:
             if on_error == "stop":
                 raise
             failures.append(UnitFailure(i, keys[i], _describe(exc), exc))
-            failed = 1
-        if progress:
-            progress(1, failed=failed) if failed else progress(1)
+            if progress:
+                progress(1, failed=1)
+        else:
+            if progress:
+                progress(1)
 
     n = max(1, min(int(threads or 1), len(units), os.cpu_count() or 1))
     if n == 1:

@@ -19,7 +19,7 @@ class StageBar:
 
     def __init__(self, bar) -> None:
         self._bar = bar
-        self.done = 0
+        self.n = 0  # units counted (finished or failed), also when the bar is not shown
         self.failed = 0
 
     @property
@@ -31,13 +31,8 @@ class StageBar:
         self._bar.total = value
         self._bar.refresh()
 
-    @property
-    def n(self) -> int:
-        """Units counted so far (finished or failed), also when the bar is not shown."""
-        return self.done
-
     def update(self, n: int = 1, *, failed: int = 0) -> None:
-        self.done += n
+        self.n += n
         if failed:
             self.failed += failed
             self._bar.set_postfix(failed=self.failed, refresh=False)
