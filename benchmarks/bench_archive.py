@@ -14,6 +14,11 @@ Unet + ResNet10t ensemble briefly trained on the archive's true masks (2 members
 * files per image (everything under the prediction folder / N) and per output image zarr;
 * instance rows per second through the table path; QA seconds.
 
+Same pass (N = 100): ``predict`` then ``segment_instances`` (A) against ``predict(...,
+instances=...)``, where each single-block image gets its instances in its own predict unit (B),
+alternating A, B, A, B, ... on the same warm cluster; medians, and whether B's instance table and
+labels equal A's.
+
 Stub run (**STUB: no model call, no pixels read or written**), N = 100,000 images: the real
 driver-side planning (``plan_units`` with a real metadata read of every image: the names are
 distinct, the URLs cycle over the N=100 archive's images), then one task per image on the same
@@ -25,7 +30,8 @@ synthetic 10^5-row images table (its scores resampled from the largest real run;
 the top 24, drawn from real outputs). Driver peak RSS per phase; target < 2 GB.
 
     python benchmarks/bench_archive.py [--sizes 100 1000] [--stub-images 100000]
-        [--rows-per-image 2000] [--root DIR] [--keep] [--json results/archive.json]
+        [--rows-per-image 2000] [--same-pass-repeats 3] [--root DIR] [--keep]
+        [--json results/archive.json]
 """
 
 from __future__ import annotations
@@ -166,7 +172,7 @@ def real_case(n: int, root: Path) -> dict:
         cluster, client = _cluster(WORKERS)
         try:
             client.register_plugin(_count_plugin())
-            client.run(_warm, str(ens))
+            client.run(_warm, str(ens), _config())
             # a throwaway prediction of 2 images: first-unit set-up is not a per-image cost
             warm_names = sorted(p.stem for p in images.glob("*.zarr"))[:2]
             scaleseg.predict(images, ens, warm_out, config=_config(), images=warm_names,
@@ -187,7 +193,7 @@ def real_case(n: int, root: Path) -> dict:
             scaleseg.check_quality(out, qa_out, config=QAConfig(), client=client, progress=False)
             t_qa = time.perf_counter() - t0
             n_fwd = int(pred.images["n_forward"].sum())
-            fwd = client.submit(_pure_forward, str(ens), n_fwd, TILE, BATCH, pure=False).result()
+            fwd = client.submit(_pure_forward, str(ens), n_fwd, _config(), pure=False).result()
         finally:
             client.close()
             cluster.close()
@@ -214,6 +220,81 @@ def real_case(n: int, root: Path) -> dict:
     )
     pd.read_parquet(out / "images.parquet").to_parquet(root / f"images_{n}.parquet")
     return f
+
+
+def _same_outputs(a: Path, b: Path) -> bool:
+    import numpy as np
+    import pandas as pd
+
+    from scaleseg import io
+    from scaleseg.instances import read_instances
+
+    def table(out):
+        return read_instances(out).sort_values(["image", "label"], ignore_index=True)
+
+    if not table(a).equals(table(b)):
+        return False
+    return all(
+        np.array_equal(io.open_labels(url, "instances").values,
+                       io.open_labels(b / "images" / url.name, "instances").values)
+        for url in sorted((a / "images").glob("*.zarr"))
+    ) and pd.read_parquet(a / "instances_images.parquet").equals(
+        pd.read_parquet(b / "instances_images.parquet"))  # fmt: skip
+
+
+def same_pass_case(n: int, repeats: int, root: Path) -> dict:
+    """Predict then instances (A) vs instances in predict's own units (B), alternating."""
+    import statistics
+
+    from bench_predict import _cluster, _warm
+
+    import scaleseg
+    from scaleseg.config import InstancesConfig
+
+    ens = _ensemble(root)
+    images, _ = _archive(root, n)
+    method = InstancesConfig(method="components")
+    times: dict[str, list[float]] = {"separate": [], "same_pass": []}
+    outs = {k: root / f"pass_{k}_{n}" for k in times}
+    in_pass = 0
+    cluster, client = _cluster(WORKERS)
+    try:
+        client.run(_warm, str(ens), _config())
+        warm_names = sorted(p.stem for p in images.glob("*.zarr"))[:2]
+        for kind in times:  # both paths once on 2 images: first-unit set-up is not measured
+            warm = root / f"pass_warm_{kind}"
+            shutil.rmtree(warm, ignore_errors=True)
+            scaleseg.predict(images, ens, warm, config=_config(), images=warm_names,
+                             client=client, progress=False,
+                             instances=method if kind == "same_pass" else None)  # fmt: skip
+        for _ in range(repeats):
+            for kind, out in outs.items():
+                shutil.rmtree(out, ignore_errors=True)
+                t0 = time.perf_counter()
+                if kind == "separate":
+                    scaleseg.predict(images, ens, out, config=_config(), client=client,
+                                     progress=False)  # fmt: skip
+                    scaleseg.segment_instances(out, config=method, client=client, progress=False)
+                else:
+                    res = scaleseg.predict(images, ens, out, config=_config(), client=client,
+                                           progress=False, instances=method)  # fmt: skip
+                    in_pass = res.instances.in_pass
+                times[kind].append(time.perf_counter() - t0)
+    finally:
+        client.close()
+        cluster.close()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "images": n,
+        "repeats": repeats,
+        "separate_s": [round(t, 2) for t in times["separate"]],
+        "same_pass_s": [round(t, 2) for t in times["same_pass"]],
+        "separate_median_s": round(med["separate"], 2),
+        "same_pass_median_s": round(med["same_pass"], 2),
+        "same_pass_time_ratio": round(med["same_pass"] / med["separate"], 3),
+        "images_in_pass": in_pass,
+        "identical_instances": _same_outputs(outs["separate"], outs["same_pass"]),
+    }
 
 
 # -- the stub at 10^5 images -------------------------------------------------------------------
@@ -362,6 +443,8 @@ def _child(args) -> None:
         f = {"ensemble": str(_ensemble(root))}
     elif args.stub:
         f = stub_case(args.stub, args.rows_per_image, root)
+    elif args.same_pass:
+        f = same_pass_case(args.same_pass, args.same_pass_repeats, root)
     else:
         f = real_case(args.case, root)
     Path(args.child_json).write_text(json.dumps(f, indent=2) + "\n")
@@ -381,11 +464,18 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--stub-images", type=int, default=100_000, help="0 skips the stub run")
     ap.add_argument("--rows-per-image", type=int, default=2000)
+    ap.add_argument(
+        "--same-pass-repeats",
+        type=int,
+        default=3,
+        help="A/B repeats of predict+instances vs the same pass (0 skips)",
+    )
     ap.add_argument("--root", help="work folder (default: a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--json")
     ap.add_argument("--case", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--stub", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--same-pass", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child-json", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -407,6 +497,10 @@ def main() -> None:
                 figures["n1000_driver_peak_rss_mib"] / figures["n100_driver_peak_rss_mib"], 3
             )
             figures["driver_rss_ratio_target"] = 1.2
+        if args.same_pass_repeats:
+            flags = ["--same-pass", "100", "--same-pass-repeats", str(args.same_pass_repeats)]
+            for k, v in _run_child(root, flags).items():
+                figures[f"pass100_{k}"] = v
         if args.stub_images:
             flags = ["--stub", str(args.stub_images), "--rows-per-image", str(args.rows_per_image)]
             for k, v in _run_child(root, flags).items():

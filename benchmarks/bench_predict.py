@@ -23,17 +23,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _common import emit  # noqa: E402
+from _common import add_feature_stats, emit  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _ensemble(tmp: Path, **kw) -> Path:
+    """A random-weight ensemble with feature statistics (predict runs the feature-distance
+    hook, as with a trained ensemble)."""
     from conftest import make_random_ensemble
 
-    return make_random_ensemble(
-        tmp / f"ens_{kw.get('encoder', 'r10')}_{kw.get('n_models', 2)}", **kw
-    )
+    path = tmp / f"ens_{kw.get('encoder', 'r10')}_{kw.get('n_models', 2)}"
+    return add_feature_stats(make_random_ensemble(path, **kw))
 
 
 def _images(root: Path, n: int, shape: tuple[int, int], chunks=(512, 512)) -> Path:
@@ -48,10 +49,10 @@ def _images(root: Path, n: int, shape: tuple[int, int], chunks=(512, 512)) -> Pa
     return root
 
 
-def _opts(tile=256, tta="none", block=2048, overlap=0.5, batch=4):
+def _opts(tile=256, tta="none", block=2048, overlap=0.5, batch=4, engine="auto"):
     """predict options (a PredictConfig); (a)-(d) keep batch 4 (as when their figures were
-    first measured, and as the pure-forward reference runs), (e) uses the default (None: 1 on
-    CPU)."""
+    first measured; the pure-forward reference runs the same batch size and engine), (e) uses
+    the default (None: 1 on CPU)."""
     from scaleseg.config import PredictConfig
 
     return PredictConfig(
@@ -60,6 +61,7 @@ def _opts(tile=256, tta="none", block=2048, overlap=0.5, batch=4):
         tta=tta,
         block_shape=(block, block),
         batch_size=batch,
+        engine=engine,
     )
 
 
@@ -72,9 +74,10 @@ def _cluster(n_workers: int):
     return cluster, Client(cluster)
 
 
-def _warm(ens: str) -> int:
-    """Load the ensemble into this process's model cache and run one forward (a warm worker,
-    as in a long run: model loading and first-call set-up are not per-image costs)."""
+def _warm(ens: str, opts) -> int:
+    """Load the ensemble into this process's model cache with the run's engine and tile and
+    run one forward of each batch shape (a warm worker, as in a long run: model loading and
+    first-call set-up are not per-image costs)."""
     import torch
 
     from scaleseg.inference import get_models, read_ensemble
@@ -82,10 +85,11 @@ def _warm(ens: str) -> int:
 
     prepare_worker_process(1)  # as predict_unit: 1 torch thread, allocator thresholds
     info = read_ensemble(ens)
+    tile = tuple(opts.tile_shape or info.tile_shape)
     with torch.inference_mode():
         for batch in (1, 4):  # both batch shapes the cases run (oneDNN sets up per shape)
-            x = torch.randn(batch, info.in_channels, *info.tile_shape)
-            for m in get_models(info, torch.device("cpu")):
+            x = torch.randn(batch, info.in_channels, *tile)
+            for m in get_models(info, torch.device("cpu"), opts.engine, tile, opts.precision):
                 m(x)
     return os.getpid()
 
@@ -96,31 +100,43 @@ def _run(col: Path, ens: Path, out: Path, opts, client) -> tuple[float, object]:
 
     info = read_ensemble(ens)
     refs = open_collection(col)
-    client.run(_warm, str(ens))
+    client.run(_warm, str(ens), opts)
     t0 = time.perf_counter()
     res = predict_collection(refs, info, out, config=opts, client=client)
     return time.perf_counter() - t0, res["images"]
 
 
-def _pure_forward(ens: str, n_forward: int, tile: int, batch: int = 4) -> dict:
+def _pure_forward(ens: str, n_forward: int, opts) -> dict:
     """Wall and CPU seconds of ``n_forward`` window passes (split evenly over the members) in
-    batches of ``batch`` on one thread -- run inside a worker, like the real units."""
+    batches of the run's batch size, under the run's engine, with the feature-distance hook
+    when the ensemble has feature statistics (as the units run them) on one thread -- run
+    inside a worker, like the real units."""
+    from contextlib import nullcontext
+
     import torch
 
-    from scaleseg.inference import get_models, read_ensemble
+    from scaleseg.inference import get_feature_stats, get_models, read_ensemble
+    from scaleseg.models import capture_encoder_features
+    from scaleseg.uncertainty import mahalanobis
     from scaleseg.worker import prepare_worker_process
 
     prepare_worker_process(1)
     info = read_ensemble(ens)
-    models = get_models(info, torch.device("cpu"))
-    x = torch.randn(batch, info.in_channels, tile, tile)
+    tile = tuple(opts.tile_shape or info.tile_shape)
+    batch = opts.batch_size or 1
+    models = get_models(info, torch.device("cpu"), opts.engine, tile, opts.precision)
+    stats = get_feature_stats(info)
+    x = torch.randn(batch, info.in_channels, *tile)
     per_model = n_forward // len(models)
     with torch.inference_mode():
         models[0](x)  # warm-up
         t0, c0 = time.perf_counter(), time.process_time()
-        for m in models:
-            for b in range(0, per_model, batch):
-                m(x[: min(batch, per_model - b)])
+        for k, m in enumerate(models):
+            with capture_encoder_features(m) if stats else nullcontext([]) as feats:
+                for b in range(0, per_model, batch):
+                    m(x[: min(batch, per_model - b)])
+                    if stats:
+                        mahalanobis(feats.pop().numpy(), stats[k])
         return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}
 
 
@@ -134,29 +150,40 @@ def _worker_cpu(client) -> float:
 
 def _overhead_case(tmp: Path, name: str, col: Path, ens: Path, opts, client) -> dict:
     """End-to-end time vs the pure forward of the same number of passes in the same (warm)
-    worker. Short forward probes before and after show how much the machine's speed drifted
-    between the two (other load); the worker CPU-time ratio is insensitive to such load."""
-    client.run(_warm, str(ens))
+    worker, with the same batch size and engine. Short forward probes before and after show
+    how much the machine's speed drifted between the two (other load): a case whose drift
+    exceeds 5 % is run again (at most 3 attempts; the one with the least drift is reported,
+    flagged). The worker CPU-time ratio is insensitive to such load."""
+    client.run(_warm, str(ens), opts)
     # one throwaway prediction first, as in a long run: the first unit of a fresh worker pays
     # one-time set-up (zarr / codec / writer imports, first allocations), not a per-image cost
     warm = _images(tmp / f"warm_{name}", 1, (256, 256))
     _run(warm, ens, tmp / f"out_warm_{name}", opts, client)
     n_probe = 64
-    before = client.submit(_pure_forward, str(ens), n_probe, 256, pure=False).result()
-    cpu0 = _worker_cpu(client)
-    t_e2e, table = _run(col, ens, tmp / f"out_{name}", opts, client)
-    cpu_e2e = _worker_cpu(client) - cpu0
-    n = int(table["n_forward"].sum())
-    fwd = client.submit(_pure_forward, str(ens), n, 256, pure=False).result()
-    after = client.submit(_pure_forward, str(ens), n_probe, 256, pure=False).result()
-    drift = after["wall"] / before["wall"]
+    attempts = []
+    for attempt in range(3):
+        before = client.submit(_pure_forward, str(ens), n_probe, opts, pure=False).result()
+        cpu0 = _worker_cpu(client)
+        t_e2e, table = _run(col, ens, tmp / f"out_{name}_{attempt}", opts, client)
+        cpu_e2e = _worker_cpu(client) - cpu0
+        n = int(table["n_forward"].sum())
+        fwd = client.submit(_pure_forward, str(ens), n, opts, pure=False).result()
+        after = client.submit(_pure_forward, str(ens), n_probe, opts, pure=False).result()
+        drift = after["wall"] / before["wall"]
+        attempts.append((abs(drift - 1), t_e2e, cpu_e2e, n, fwd, drift))
+        if abs(drift - 1) <= 0.05:
+            break
+    _, t_e2e, cpu_e2e, n, fwd, drift = min(attempts, key=lambda a: a[0])
     return {
         f"{name}_forward_passes": n,
+        f"{name}_engine": opts.engine,
         f"{name}_end_to_end_s": round(t_e2e, 2),
         f"{name}_pure_forward_s": round(fwd["wall"], 2),
         f"{name}_overhead_ratio": round(t_e2e / fwd["wall"], 3),
         f"{name}_worker_cpu_ratio": round(cpu_e2e / fwd["cpu"], 3),
         f"{name}_probe_drift": round(drift, 3),
+        f"{name}_probe_drift_ok": abs(drift - 1) <= 0.05,
+        f"{name}_attempts": len(attempts),
     }
 
 
@@ -224,24 +251,37 @@ def _peak_worker_rss(client, fn) -> tuple[float, object]:
 
 
 def bench_memory(tmp: Path) -> dict:
+    """Peak worker memory for an 8192^2 and a 1024^2 image with the same block size: the total
+    (ratio, the target) and the growth over the warm worker's fixed memory (interpreter,
+    libraries, models loaded), which is what follows the block size."""
+    import psutil
+
     ens = _ensemble(tmp, n_models=1)
     out = {}
+    opts = _opts(tta="none", block=1024, overlap=0.25)
     for size in (1024, 8192):
         col = _images(tmp / f"m{size}", 1, (size, size), chunks=(1024, 1024))
         cluster, client = _cluster(1)
         try:
-            opts = _opts(tta="none", block=1024, overlap=0.25)
+            client.run(_warm, str(ens), opts)
+            pids = client.run(os.getpid).values()
+            fixed = sum(psutil.Process(p).memory_info().rss for p in pids) / 2**20
             peak, (secs, table) = _peak_worker_rss(
                 client, partial(_run, col, ens, tmp / f"out_m{size}", opts, client)
             )
         finally:
             client.close()
             cluster.close()
+        out[f"fixed_worker_mib_{size}"] = round(fixed, 1)
         out[f"peak_worker_mib_{size}"] = round(peak, 1)
+        out[f"growth_worker_mib_{size}"] = round(peak - fixed, 1)
         out[f"blocks_{size}"] = int(table["n_blocks"].iloc[0])
         out[f"seconds_{size}"] = round(secs, 1)
     out["memory_ratio_8192_vs_1024"] = round(
         out["peak_worker_mib_8192"] / out["peak_worker_mib_1024"], 3
+    )
+    out["growth_ratio_8192_vs_1024"] = round(
+        out["growth_worker_mib_8192"] / max(out["growth_worker_mib_1024"], 1.0), 3
     )
     out["memory_settings"] = "block 1024, tile 256, overlap 0.25, M=1, T=1, 1 worker"
     out["memory_target"] = 1.25

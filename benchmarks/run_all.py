@@ -29,6 +29,11 @@ SCRIPTS = {
     "instances": ["bench_instances.py"],
     "stitch": ["bench_stitch.py"],
     "archive": ["bench_archive.py"],  # N = 100, 1000 end to end + a 10^5-image stub (~1 h)
+    "engines": ["bench_engines.py"],
+    # needs a scripts/verify_pv_hc output in pv-hc-check/; without it it prints "skipped"
+    "frontier": ["bench_frontier.py"],
+    # needs a CUDA device (benchmarks/gpu_check.sh); without one it prints "skipped"
+    "gpu": ["bench_gpu.py"],
     # need .venv-deepflash2 (benchmarks/deepflash2_env.sh); without it they print "skipped"
     "deepflash2": ["bench_deepflash2.py"],
     "gt_deepflash2": ["bench_gt_deepflash2.py"],

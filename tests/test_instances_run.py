@@ -197,6 +197,14 @@ def test_flows_ensemble_end_to_end(tmp_path):
     sem = io.open_labels(tmp_path / "out" / "images" / "f.zarr", "semantic").values
     assert not np.any((lab > 0) & (sem == 0))  # instances only on predicted foreground
     assert res["images"]["n_instances"].iloc[0] == len(np.unique(lab)) - 1
+    # in the same pass as prediction (flows from the unit's memory): the same labels and table
+    fused = scaleseg.predict(col, ens, tmp_path / "fused", config=opts, progress=False,
+                             instances=_params("flows")["config"])  # fmt: skip
+    assert fused.instances.in_pass == 1
+    got = io.open_labels(tmp_path / "fused" / "images" / "f.zarr", "instances").values
+    np.testing.assert_array_equal(got, lab)
+    pd.testing.assert_frame_equal(read_instances(tmp_path / "fused"),
+                                  read_instances(tmp_path / "out"))  # fmt: skip
 
 
 def test_instance_table_formats_are_a_recorded_request(predictions, capsys):

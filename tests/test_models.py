@@ -384,14 +384,13 @@ def test_export_torchscript_matches_eager(tmp_path):
         torch.testing.assert_close(loaded(x), model.eval()(x), rtol=0, atol=1e-5)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("onnx") is not None
-    and importlib.util.find_spec("onnxscript") is not None,
-    reason="onnx and onnxscript are installed",
-)
-def test_export_onnx_names_missing_package(tmp_path):
-    with pytest.raises(RuntimeError, match="onnx"):
+def test_export_onnx_names_missing_package(tmp_path, monkeypatch):
+    from scaleseg.models import _export
+
+    monkeypatch.setattr(_export, "_ONNX_PACKAGES", ("onnx", "no_such_onnx_exporter"))
+    with pytest.raises(RuntimeError, match="no_such_onnx_exporter"):
         export_onnx(build_model(small_spec(), seed=0), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_export_onnx_matches_eager(tmp_path):

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from scaleseg.training import (
     ENSEMBLE_FILE,
@@ -181,6 +182,7 @@ def test_train_cli_and_export(archive, tmp_path, capsys):
         "4",
         "--export",
         "torchscript",
+        "onnx",
         "--cluster",
         "local",
         "--workers",
@@ -190,6 +192,20 @@ def test_train_cli_and_export(archive, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "validation Dice per fold" in text
     assert (out / "export" / "fold_0.torchscript.pt").exists()
+    # the ONNX export runs under ONNX Runtime and equals the fold's eager logits
+    import onnxruntime
+
+    from scaleseg.models import ModelSpec, build_model, load_weights
+
+    manifest_ = json.loads((out / "ensemble.json").read_text())
+    model = build_model(ModelSpec.from_dict({**manifest_["model"], "encoder_weights": None}))
+    load_weights(model, out / manifest_["folds"][0]["path"])
+    x = torch.randn(2, 1, 64, 96)
+    sess = onnxruntime.InferenceSession(str(out / "export" / "fold_0.onnx"),
+                                        providers=["CPUExecutionProvider"])  # fmt: skip
+    (got,) = sess.run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model.eval()(x).numpy(), atol=1e-4, rtol=0)
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "ok" and len(run["models"]) == 2
     assert run["summary"]["encoder_weights"]["source"] == "random"

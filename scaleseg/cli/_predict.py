@@ -37,6 +37,18 @@ def register(sub) -> None:
     p.add_argument("--tta", choices=["none", "flips", "dihedral"], help="test-time augmentation")
     p.add_argument("--batch-size", type=int, help="windows per forward pass")
     p.add_argument(
+        "--engine",
+        choices=["auto", "torch", "onnxruntime", "openvino"],
+        help="what runs the members (default auto: ONNX Runtime on CPU workers, torch on GPUs; "
+        "graphs are exported once per user into ~/.cache/scaleseg, never into the ensemble)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "float32", "float16", "bfloat16"],
+        help="the members' arithmetic (default auto: float16 autocast on GPUs, float32 on CPUs; "
+        "bfloat16 on CPUs with native support)",
+    )
+    p.add_argument(
         "--threshold",
         type=float,
         metavar="P",
@@ -47,7 +59,8 @@ def register(sub) -> None:
     p.add_argument(
         "--instances",
         choices=["none", "components", "watershed", "flows", "cellpose"],
-        help="instance method run after prediction (default none)",
+        help="instance method (default none): in the prediction pass for images of one block, "
+        "after prediction for larger ones",
     )
     from ._instances import add_method_args
 
@@ -66,6 +79,7 @@ def run(args: argparse.Namespace, cfg) -> int:
     cfg = cfg.updated(
         "predict", tile_shape=args.tile, overlap=args.overlap, block_shape=args.block,
         chunks=args.chunks, ngff_version=args.ngff, tta=args.tta, batch_size=args.batch_size,
+        engine=args.engine, precision=args.precision,
         threshold=args.threshold, write_probabilities=False if args.no_probabilities else None,
     )  # fmt: skip
     method = args.instances or cfg.instances.method

@@ -39,12 +39,14 @@ def compute_block(
     name: str = "",
     feature_stats=None,
     threshold: float | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Predict one block core of a lazy ``(c, y, x)`` image.
 
     ``feature_stats`` (one :class:`~scaleseg.uncertainty.FeatureStats` per model) adds the
     encoder-feature distance to the partial sums. ``threshold``: foreground-probability
-    decision threshold of a binary ensemble (None: argmax).
+    decision threshold of a binary ensemble (None: argmax). ``precision``: the torch members'
+    autocast (:func:`~scaleseg.inference.predict_region`).
 
     Returns
     -------
@@ -52,7 +54,7 @@ def compute_block(
         ``probabilities`` (K, h, w) float32, ``labels`` (h, w), ``uncertainty`` (3, h, w)
         float32 (u, epistemic, aleatoric), ``extra`` or None, ``partials``
         (:class:`~scaleseg.uncertainty.ScorePartials`), ``n_forward``, ``seconds_read``,
-        ``seconds_model``.
+        ``seconds_model``, ``pixels`` (the core's input pixels, as read).
     """
     from ..uncertainty import argmax_labels, score_partials, uncertainty_maps
     from ._predict import predict_region
@@ -79,6 +81,7 @@ def compute_block(
         batch_size=batch_size,
         device=device,
         feature_stats=feature_stats,
+        precision=precision,
     )
     t2 = time.perf_counter()
     labels = argmax_labels(pred.mean, threshold)
@@ -92,6 +95,11 @@ def compute_block(
         "n_forward": pred.n_forward,
         "seconds_read": t1 - t0,
         "seconds_model": t2 - t1,
+        "pixels": raw[
+            :,
+            core[0].start - read[0].start : core[0].stop - read[0].start,
+            core[1].start - read[1].start : core[1].stop - read[1].start,
+        ],
     }
 
 
@@ -122,7 +130,7 @@ def compute_ensemble_block(
     return compute_block(
         image,
         core,
-        models=get_models(info, device),
+        models=get_models(info, device, config.engine, config.tile_shape, config.precision),
         normalization=normalization,
         tile_shape=tuple(config.tile_shape),
         overlap=config.overlap,
@@ -135,4 +143,5 @@ def compute_ensemble_block(
         name=name,
         feature_stats=get_feature_stats(info),
         threshold=config.threshold if config.threshold is not None else info.decision_threshold,
+        precision=config.precision,
     )

@@ -138,21 +138,54 @@ def _check_safetensors(path: Path) -> None:
         raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
-def get_models(info: EnsembleInfo, device) -> list:
-    """The ensemble's models on ``device`` in eval mode, loaded once per process."""
-    key = (info.checksums, str(device))
+def get_models(
+    info: EnsembleInfo, device, engine: str = "torch", tile_shape=None, precision: str = "auto"
+) -> list:
+    """The ensemble's members on ``device`` in eval mode, loaded once per process, run by
+    ``engine`` (resolved with :func:`~scaleseg.models.resolve_engine`: ``torch``, or on CPU
+    workers ``onnxruntime`` / ``openvino`` graphs of ``tile_shape`` windows -- default the
+    ensemble's -- exported once per user: :mod:`scaleseg.models._engines`). ``precision``
+    is built into graph members; torch members get it as autocast in
+    :func:`~scaleseg.inference.predict_region`."""
+    from ..models import (
+        ModelSpec,
+        build_model,
+        load_graph_model,
+        load_weights,
+        resolve_engine,
+        resolve_precision,
+    )
+
+    engine = resolve_engine(engine, device, precision)
+    precision = resolve_precision(precision, device)
+    tile = tuple(int(t) for t in (tile_shape or info.tile_shape))
+    key = (info.checksums, str(device), engine,
+           (tile, precision) if engine != "torch" else None)  # fmt: skip
     with _LOCK:
         cached = _CACHE.get(key)
         if cached is not None:
             return cached
-        from ..models import ModelSpec, build_model, load_weights
-
         spec = ModelSpec.from_dict({**info.model, "encoder_weights": None})
-        models = []
-        for f in info.folds:
+
+        def member(f):
             model = build_model(spec)
             load_weights(model, Path(info.path) / f.path, expected_sha256=f.sha256)
-            models.append(model.to(device).eval())
+            model = model.to(device).eval()
+            if getattr(device, "type", str(device)) == "cuda":  # faster convolutions there
+                import torch
+
+                model = model.to(memory_format=torch.channels_last)
+            return model
+
+        models = []
+        for f in info.folds:
+            if engine == "torch":
+                models.append(member(f))
+            else:  # the torch member is built only when its graph must be exported
+                models.append(load_graph_model(engine, lambda f=f: member(f),
+                                               weights_sha256=f.sha256, tile_shape=tile,
+                                               in_channels=info.in_channels,
+                                               precision=precision))  # fmt: skip
         _CACHE.clear()  # one ensemble per worker at a time keeps memory bounded
         _CACHE[key] = models
         return models

@@ -79,7 +79,7 @@ def predict_region(
     tta: str = "flips",
     batch_size: int | None = None,
     device=None,
-    mixed_precision: bool = True,
+    precision: str = "auto",
     feature_stats: Sequence | None = None,
 ) -> RegionPrediction:
     """Predict ``region`` from the windows that touch it.
@@ -102,9 +102,10 @@ def predict_region(
         Inputs per forward pass: (window, augmentation) pairs, so the T augmentations of one
         window share a batch (a one-window image still runs full batches). Default
         (:func:`default_batch_size`): 1 on CPU, 4 elsewhere.
-    mixed_precision : bool
-        Run the models under float16 autocast on CUDA devices (ignored elsewhere); the
-        softmax and all sums stay float32.
+    precision : {"auto", "float32", "float16", "bfloat16"}
+        The autocast dtype of the torch members' forward passes
+        (:func:`~scaleseg.models.autocast_dtype`: auto = float16 on CUDA, float32 elsewhere);
+        the softmax and all sums stay float32. Graph members carry their own precision.
     feature_stats : sequence of FeatureStats, optional
         One per model (smp models with an ``encoder``): also accumulate the feature distance
         map (:attr:`RegionPrediction.distance`), captured by a hook during the same forward
@@ -118,7 +119,7 @@ def predict_region(
     """
     import torch
 
-    from ..models import capture_encoder_features
+    from ..models import autocast_dtype, capture_encoder_features
     from ..uncertainty import mahalanobis
 
     if feature_stats is not None and len(feature_stats) != len(models):
@@ -153,9 +154,9 @@ def predict_region(
     sum_w *= len(models) * len(transforms)
 
     jobs = [(i, t) for i in range(len(windows)) for t in transforms]
-    amp = mixed_precision and device.type == "cuda"
+    dtype = autocast_dtype(precision, device)
     n_forward = 0
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+    with torch.inference_mode():
         for m, model in enumerate(models):
             hook = capture_encoder_features(model) if sum_d is not None else nullcontext([])
             with hook as captured:
@@ -167,7 +168,9 @@ def predict_region(
                             for (y, x_), t in ((windows[i], t) for i, t in batch)
                         ]
                     )
-                    raw = model(x).float()  # float32 from here on, also under autocast
+                    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                        raw = model(x)
+                    raw = raw.float()  # float32 from here on
                     probs = torch.softmax(raw[:, :n_classes], dim=1)
                     dist = None
                     if sum_d is not None:

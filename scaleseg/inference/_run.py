@@ -25,12 +25,14 @@ import numpy as np
 
 from ..blocks import output_levels, plan_blocks, write_block
 from ..executor import current_worker, map_units
+from ..models import resolve_engine, resolve_precision
 from ..unitlog import UnitLog
 from ._blocks import compute_ensemble_block
 from ._models import EnsembleInfo
 
 if TYPE_CHECKING:
     from ..config import PredictConfig
+    from ..instances._run import InPass
 
 __all__ = [
     "UNCERTAINTY_CHANNELS",
@@ -93,9 +95,18 @@ class PredictUnit:
 
 
 def predict_unit(
-    unit: PredictUnit, *, ensemble: EnsembleInfo, config: PredictConfig
+    unit: PredictUnit,
+    *,
+    ensemble: EnsembleInfo,
+    config: PredictConfig,
+    instances: InPass | None = None,
 ) -> dict[str, Any]:
-    """Run one unit: read, predict, write all outputs, record it in the manifest."""
+    """Run one unit: read, predict, write all outputs, record it in the manifest.
+
+    With ``instances``, a unit that holds a whole image (one block) also separates its
+    instances from the arrays in memory (the same pass) and records them with the request's
+    token.
+    """
     from ..io import open_group, open_image, to_cyx
     from ..models import pick_device
 
@@ -129,6 +140,10 @@ def predict_unit(
         flows = open_group(f"{out}/flows", mode="r+")
         write_block([flows["s0"]], res["extra"], core, labels=False)
     t2 = time.perf_counter()
+    done = None
+    if instances is not None and unit.create:
+        done = _instances_in_pass(instances, unit, res, sem["s0"].dtype, config)
+    t3 = time.perf_counter()
     p = res["partials"]
     record = {
         "image": unit.name,
@@ -142,15 +157,45 @@ def predict_unit(
             "sum_distance": None if np.isnan(p.sum_distance) else p.sum_distance,
         },
         "n_forward": res["n_forward"],
-        "seconds": round(t2 - t0, 4),
+        "seconds": round(t3 - t0, 4),
         "seconds_read": round(res["seconds_read"], 4),
         "seconds_model": round(res["seconds_model"], 4),
         "seconds_write": round(t2 - t1, 4),
         "worker": getattr(worker, "address", None) or socket.gethostname(),
         "device": str(device),
+        "engine": resolve_engine(config.engine, device, config.precision),
+        "precision": resolve_precision(config.precision, device),
     }
+    if done is not None:
+        record["instances"] = done
+        record["seconds_instances"] = round(t3 - t2, 4)
     UnitLog(unit.manifest).append(record)
     return record
+
+
+def _instances_in_pass(task: InPass, unit: PredictUnit, res: dict, label_dtype, config):
+    """The instance stage's single-block work on this unit's arrays, cast to the dtypes they
+    are stored with (what the instance stage would read back)."""
+    from ..instances import instances_in_pass
+
+    method = task.config.method
+    probs = None
+    if method == "cellpose":
+        probs = res["probabilities"].astype(config.probabilities_dtype)
+    flows = res["extra"] if method == "flows" and res["extra"] is not None else None
+    return instances_in_pass(
+        task,
+        name=unit.name,
+        url=unit.out_url,
+        chunks=unit.chunks,
+        levels=unit.levels,
+        shard_chunks=unit.shard_chunks,
+        semantic=res["labels"].astype(label_dtype, copy=False),
+        pixels=np.asarray(res["pixels"]),
+        uncertainty=res["uncertainty"][0].astype(np.float32, copy=False),
+        flows=None if flows is None else flows.astype(np.float32, copy=False),
+        probabilities=probs,
+    )
 
 
 def preflight(ref, info: EnsembleInfo) -> dict[str, Any]:
@@ -306,11 +351,14 @@ def predict_collection(
     torch_threads: int | None = 1,
     progress: Callable[[int], Any] | None = None,
     set_total: Callable[[int], Any] | None = None,
+    instances: InPass | None = None,
 ) -> dict[str, Any]:
     """Predict every image of ``refs`` into ``out`` (resuming from its manifest).
 
     One unit per (image, block) through :func:`scaleseg.executor.map_units` (``GPU=1`` on GPU
     workers, ``config.retries`` retries, failures collected: a bad image fails alone).
+    ``instances``: single-block images also get their instances in their own unit
+    (:func:`predict_unit`).
 
     Returns
     -------
@@ -345,6 +393,7 @@ def predict_collection(
         progress=progress,
         ensemble=info,
         config=config,
+        instances=instances,
     )
     for failure in res.failures:
         rows[units[failure.index].name].setdefault("_errors", []).append(failure.error)
@@ -400,6 +449,8 @@ def _images_table(
         for k in range(info.n_classes):
             row[f"fraction_{info.classes[k]}"] = score.get(f"class_{k}_fraction", np.nan)
         row["n_forward"] = sum(r["n_forward"] for r in recs)
+        row["engine"] = ",".join(sorted({r.get("engine", "torch") for r in recs}))
+        row["precision"] = ",".join(sorted({r.get("precision", "float32") for r in recs}))
         for key in ("seconds", "seconds_read", "seconds_model", "seconds_write"):
             row[key] = round(sum(r[key] for r in recs), 3)
     table = pd.DataFrame(list(rows.values()))

@@ -9,6 +9,12 @@ relabel table and writes the image's part of the table, and relabel units map th
 The driver only ever receives small per-image summaries: its memory does not grow with the
 number of instances, and no more than one image's face data is held anywhere at a time.
 
+Same pass: ``predict(..., instances=...)`` hands an :class:`InPass` to its units, and a unit that
+predicts a whole image (one block) separates its instances right there from the arrays it holds
+(:func:`instances_in_pass`), so the archive and the probabilities are read once. Its manifest
+record carries the instance request's token (:data:`PASS_FILE`); this stage then runs only the
+images no unit finished for the same request (:func:`in_pass_results`).
+
 Written into the prediction output (and nothing else there): ``images/<name>.zarr/labels/
 instances`` (uint32, multiscale), ``instances/part-<image>.parquet`` (one row per instance, a
 partitioned table: :mod:`scaleseg.tables`), ``instances.csv`` when asked or small, and
@@ -20,6 +26,8 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,10 +39,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INSTANCES_TABLE",
+    "PASS_FILE",
+    "InPass",
     "InstancesUnit",
     "RelabelUnit",
     "StitchUnit",
+    "begin_in_pass",
     "has_instances",
+    "in_pass_results",
+    "instances_in_pass",
     "instances_unit",
     "iter_instances",
     "read_instances",
@@ -48,6 +61,10 @@ INSTANCES_TABLE = "instances"
 """Folder of the partitioned instance table in a prediction output."""
 _WORK = "manifest_instances"
 _SIDES = ("top", "bottom", "left", "right")
+PASS_FILE = "instances_pass.json"
+"""Token of the instance request whose results predict's own units may carry (same pass); a new
+token for every new or replaced request, the same one while it resumes."""
+_IMAGES_TABLE = "instances_images"
 
 
 def _run_method(
@@ -119,6 +136,26 @@ class StitchUnit:
 
 
 @dataclass(frozen=True)
+class InPass:
+    """Instance separation inside predict's single-block units, right after the prediction.
+
+    Attributes
+    ----------
+    config : InstancesConfig
+    token : str
+        The request's token (:func:`begin_in_pass`), recorded with each result.
+    parts_dir : str
+        The partitioned instance table (``instances/``).
+    n_classes : int
+    """
+
+    config: InstancesConfig
+    token: str
+    parts_dir: str
+    n_classes: int
+
+
+@dataclass(frozen=True)
 class RelabelUnit:
     """Map one block's provisional ids to final labels."""
 
@@ -142,7 +179,7 @@ def instances_unit(task: InstancesUnit, *, config: InstancesConfig) -> dict[str,
     """Instances of one block: final labels (single block) or provisional ids + face strips."""
     from ..io import open_group, open_image, to_cyx
     from ._stitch import face_strips, provisional_ids
-    from ._tables import combine_instance_partials, instance_partials
+    from ._tables import instance_partials
 
     t0 = time.perf_counter()
     url = task.out_url
@@ -159,19 +196,16 @@ def instances_unit(task: InstancesUnit, *, config: InstancesConfig) -> dict[str,
     image = to_cyx(open_image(task.image_url))
     pixels = np.asarray(image.data[:, core[0], core[1]].compute(scheduler="sync"))
     unc = np.asarray(open_image(url).data[0, core[0], core[1]].compute(scheduler="sync"))
-    if task.single:
-        from ..blocks import write_block
-
-        final = labels[inner]
-        group = open_group(f"{url}/labels/instances", mode="r+")
-        write_block([group[f"s{i}"] for i in range(task.levels)], final, core, labels=True)
-        ids_core = final
-    else:
-        prov = provisional_ids(labels, task.block_number)
-        open_group(f"{url}/{_PROVISIONAL}", mode="r+")["s0"][core[0], core[1]] = prov[inner]
-        ids_core = prov[inner]
+    if task.single:  # the whole image: ext == core
+        n = _finish_single(task.name, url, task.levels, labels[inner], semantic=semantic[inner],
+                           pixels=pixels, uncertainty=unc, n_classes=task.n_classes,
+                           parts_dir=task.parts_dir)  # fmt: skip
+        return {"image": task.name, "block": task.block, "info": info, "n_instances": n,
+                "seconds": time.perf_counter() - t0}  # fmt: skip
+    prov = provisional_ids(labels, task.block_number)
+    open_group(f"{url}/{_PROVISIONAL}", mode="r+")["s0"][core[0], core[1]] = prov[inner]
     partials = instance_partials(
-        ids_core,
+        prov[inner],
         offset=(core[0].start, core[1].start),
         image_shape=tuple(task.shape),
         semantic=semantic[inner],
@@ -179,25 +213,131 @@ def instances_unit(task: InstancesUnit, *, config: InstancesConfig) -> dict[str,
         uncertainty=unc,
         n_classes=task.n_classes,
     )
-    summary: dict[str, Any] = {"image": task.name, "block": task.block, "info": info}
-    if task.single:
-        from ..tables import write_part
+    faces = face_strips(
+        prov, core=inner, halo=config.halo, origin=(ext[0].start, ext[1].start), mode=task.mode
+    )
+    _save_block(Path(task.work_dir), task.block, faces, partials)
+    return {"image": task.name, "block": task.block, "info": info,
+            "seconds": time.perf_counter() - t0}  # fmt: skip
 
-        table = combine_instance_partials([partials])
-        table.insert(0, "image", task.name)
-        write_part(table, task.parts_dir, task.name)
-        summary["n_instances"] = len(table)
-    else:
-        faces = face_strips(
-            prov,
-            core=inner,
-            halo=config.halo,
-            origin=(ext[0].start, ext[1].start),
-            mode=task.mode,
-        )
-        _save_block(Path(task.work_dir), task.block, faces, partials)
-    summary["seconds"] = time.perf_counter() - t0
-    return summary
+
+def _finish_single(
+    name: str, url: str, levels: int, labels: np.ndarray, *, semantic, pixels, uncertainty,
+    n_classes: int, parts_dir: str,
+) -> int:  # fmt: skip
+    """Final labels and the table part of an image done in one block; its number of instances."""
+    from ..blocks import write_block
+    from ..io import open_group
+    from ..tables import write_part
+    from ._tables import combine_instance_partials, instance_partials
+
+    core = (slice(0, labels.shape[0]), slice(0, labels.shape[1]))
+    group = open_group(f"{url}/labels/instances", mode="r+")
+    write_block([group[f"s{i}"] for i in range(levels)], labels, core, labels=True)
+    partials = instance_partials(labels, offset=(0, 0), image_shape=labels.shape,
+                                 semantic=semantic, image=pixels, uncertainty=uncertainty,
+                                 n_classes=n_classes)  # fmt: skip
+    table = combine_instance_partials([partials])
+    table.insert(0, "image", name)
+    write_part(table, parts_dir, name)  # last: a part on disk means the labels are there
+    return len(table)
+
+
+def instances_in_pass(
+    task: InPass,
+    *,
+    name: str,
+    url: str,
+    chunks: tuple[int, int],
+    levels: int,
+    shard_chunks: tuple[int, int] | None,
+    semantic: np.ndarray,
+    pixels: np.ndarray,
+    uncertainty: np.ndarray,
+    flows: np.ndarray | None = None,
+    probabilities: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Instances of a whole image from the arrays its predict unit holds (cast to the stored
+    dtypes by the caller, so the result equals this stage's own run over the stored outputs).
+
+    Returns the record predict keeps in its manifest: ``token``, ``n_instances``,
+    ``cellpose_removed_pixels``.
+    """
+    from ..io import create_labels
+
+    labels, info = _run_method(task.config, semantic, flows, probabilities)
+    create_labels(url, "instances", dtype="uint32", chunks=chunks, n_levels=levels,
+                  shard_chunks=shard_chunks, overwrite=True)  # fmt: skip
+    n = _finish_single(name, url, levels, labels, semantic=semantic, pixels=pixels,
+                       uncertainty=uncertainty, n_classes=task.n_classes,
+                       parts_dir=task.parts_dir)  # fmt: skip
+    return {"token": task.token, "n_instances": n,
+            "cellpose_removed_pixels": info.get("cellpose_removed_pixels", {})}  # fmt: skip
+
+
+def _pass_token(pred_dir: Path) -> str | None:
+    try:
+        return json.loads((pred_dir / PASS_FILE).read_text()).get("token")
+    except (FileNotFoundError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+def _clear_outputs(pred_dir: Path, keep=()) -> None:
+    """Remove this stage's files of an earlier run, except the table parts of the images in
+    ``keep`` (done in predict's pass under the current token, which is kept with them)."""
+    from ..files import remove_location
+    from ..tables import part_path
+
+    parts = pred_dir / INSTANCES_TABLE
+    old = [pred_dir / _WORK, pred_dir / "instances.parquet", pred_dir / "instances.csv",
+           pred_dir / f"{_IMAGES_TABLE}.parquet", pred_dir / f"{_IMAGES_TABLE}.csv"]  # fmt: skip
+    if not keep:
+        old += [pred_dir / PASS_FILE, parts]
+    elif parts.is_dir():
+        kept = {part_path(parts, name).name for name in keep}
+        old += [p for p in parts.iterdir() if p.name not in kept]
+    for path in old:
+        if path.exists():
+            remove_location(path)
+    parts.mkdir(exist_ok=True)
+
+
+def begin_in_pass(pred_dir: str | Path, *, fresh: bool) -> str:
+    """Prepare ``pred_dir`` for instances made in predict's own units and return the token of
+    the request: a new one (and this stage's earlier files removed) when ``fresh`` -- a new or
+    replaced request --, else the stored one, so that a resumed run keeps what its units did."""
+    from ..files import atomic_write_json
+
+    pred_dir = Path(pred_dir)
+    token = None if fresh else _pass_token(pred_dir)
+    if token is None:
+        _clear_outputs(pred_dir)
+        token = uuid.uuid4().hex
+        atomic_write_json(pred_dir / PASS_FILE, {"token": token})
+    else:  # the request is not finished any more: the per-image table is written again
+        for suffix in (".parquet", ".csv"):
+            (pred_dir / f"{_IMAGES_TABLE}{suffix}").unlink(missing_ok=True)
+        (pred_dir / INSTANCES_TABLE).mkdir(exist_ok=True)
+    return token
+
+
+def in_pass_results(pred_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The images whose instances predict's units made for the current request (their
+    manifest record carries its token, their table part exists): name -> record."""
+    from ..tables import part_path
+    from ..unitlog import UnitLog
+
+    pred_dir = Path(pred_dir)
+    token = _pass_token(pred_dir)
+    if token is None:
+        return {}
+    parts = pred_dir / INSTANCES_TABLE
+    found = {}
+    for (name, block), rec in UnitLog(pred_dir / "manifest").read().items():
+        done = rec.get("instances") if block else None
+        if done and done.get("token") == token and part_path(parts, name).is_file():
+            found[name] = done
+    return found
 
 
 def _block_stem(work_dir: Path, block: tuple[int, int]) -> Path:
@@ -321,18 +461,21 @@ def run_instances(
     client: Any = None,
     progress=None,
     csv: bool | None = None,
+    in_pass: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Instance segmentation of every successfully predicted image of ``pred_dir``.
 
     ``n_classes`` and ``has_flows`` describe the ensemble that made the prediction. ``csv``:
     also write ``instances.csv`` (True), never (False), or when the table has at most
-    :data:`~scaleseg.tables.CSV_ROW_LIMIT` rows (None).
+    :data:`~scaleseg.tables.CSV_ROW_LIMIT` rows (None). ``in_pass``: images already done in
+    predict's own units for this request (:func:`in_pass_results`); only the others run.
 
     Returns
     -------
     dict
         ``images`` (the prediction's images table with the instance columns), ``table`` (the
-        folder of the partitioned instance table), ``n_instances``, ``n_units``.
+        folder of the partitioned instance table), ``n_instances``, ``n_units``, ``in_pass``
+        (images done in predict's pass).
     """
     import pandas as pd
 
@@ -342,6 +485,7 @@ def run_instances(
     from ..tables import CSV_ROW_LIMIT, write_parts_csv, write_table
 
     pred_dir = Path(pred_dir)
+    in_pass = dict(in_pass or {})
     table_file = pred_dir / "images.parquet"
     if not table_file.is_file():
         raise FileNotFoundError(f"{pred_dir}: not a prediction output (no images.parquet)")
@@ -351,19 +495,18 @@ def run_instances(
     mode = "touch" if config.method == "components" else "iou"
     halo = int(config.halo)
     ok_rows = images[images["status"] == "ok"]
+    in_pass = {k: v for k, v in in_pass.items() if k in set(ok_rows["image"])}
+    todo = ok_rows[~ok_rows["image"].isin(list(in_pass))]
     if not overwrite:  # before anything is removed
-        for url in ok_rows["output"]:
+        for url in todo["output"]:
             if "instances" in list_labels(url):
                 raise FileExistsError(
                     f"{url}/labels/instances exists (use --overwrite to replace it)"
                 )
     parts_dir, work_root = pred_dir / INSTANCES_TABLE, pred_dir / _WORK
-    for old in (parts_dir, work_root, pred_dir / "instances.parquet", pred_dir / "instances.csv"):
-        if old.exists():  # this stage's own outputs of an earlier run (checked by the caller)
-            remove_location(old)
-    parts_dir.mkdir(parents=True)
+    _clear_outputs(pred_dir, keep=in_pass)  # this stage's own files of an earlier run
     tasks, stitches, per_image = [], [], {}
-    for _, row in ok_rows.iterrows():
+    for _, row in todo.iterrows():
         url, name = row["output"], row["image"]
         cores, shape, levels, chunks, per_shard = _blocks(url, block_shape)
         create_labels(url, "instances", dtype="uint32", chunks=chunks, n_levels=levels,
@@ -409,8 +552,9 @@ def run_instances(
         client=client, progress=progress, config=config,
     ).results  # fmt: skip
     counts = {r["image"]: r["n_instances"] for r in results if "n_instances" in r}
+    counts.update({name: done["n_instances"] for name, done in in_pass.items()})
     removed: dict[str, dict[str, int]] = {}
-    for r in results:
+    for r in [*results, *({"image": k, "info": v} for k, v in in_pass.items())]:
         for k, v in r["info"].get("cellpose_removed_pixels", {}).items():
             img = removed.setdefault(r["image"], {})
             img[k] = img.get(k, 0) + v
@@ -445,12 +589,13 @@ def run_instances(
     )
     # the prediction's own images table is left as predict wrote it: this stage owns only its
     # files (labels/instances, instances/, instances.csv, instances_images.*)
-    write_table(per_image_table, pred_dir / "instances_images", ["parquet", "csv"])
+    write_table(per_image_table, pred_dir / _IMAGES_TABLE, ["parquet", "csv"])
     merged = images.drop(
         columns=[c for c in per_image_table.columns if c != "image" and c in images]
     )
     merged = merged.merge(per_image_table, on="image", how="left")
-    return {"images": merged, "table": parts_dir, "n_instances": n_total, "n_units": len(tasks)}
+    return {"images": merged, "table": parts_dir, "n_instances": n_total, "n_units": len(tasks),
+            "in_pass": len(in_pass)}  # fmt: skip
 
 
 def _legacy_table(pred_dir: Path) -> Path | None:

@@ -129,31 +129,45 @@ def export_onnx(
     RuntimeError
         If ``onnx`` or ``onnxscript`` is not installed.
     """
+    model.eval()
+    dim = torch.export.Dim.AUTO
+    kwargs = {} if opset_version is None else {"opset_version": opset_version}
+    write_onnx(model, path, _example(model, example_shape), output_names=("logits",),
+               dynamic_shapes=({0: dim, 2: dim, 3: dim},), **kwargs)  # fmt: skip
+    return file_sha256(path)
+
+
+def write_onnx(
+    module: nn.Module, path: str | os.PathLike, x: torch.Tensor, *, output_names, dynamic_shapes,
+    **kwargs,
+) -> Path:  # fmt: skip
+    """Export ``module`` (eval mode) with torch's dynamo exporter to ``path``, atomically: one
+    input ``image`` like ``x``, outputs named ``output_names``, one self-contained file.
+
+    Raises RuntimeError naming ``onnx`` / ``onnxscript`` when they are not installed."""
     missing = [p for p in _ONNX_PACKAGES if importlib.util.find_spec(p) is None]
     if missing:
         raise RuntimeError(
-            f"export_onnx needs the package(s) {', '.join(missing)} (not installed); "
-            f"install them with: pip install {' '.join(missing)}"
+            f"the ONNX export needs the package(s) {', '.join(missing)} (not installed); "
+            "install them with: pip install 'scaleseg[engines]'"
         )
     path = Path(path)
-    model.eval()
-    x = _example(model, example_shape)
-    dim = torch.export.Dim.AUTO
-    kwargs = {} if opset_version is None else {"opset_version": opset_version}
 
     def write(tmp: str) -> None:
         torch.onnx.export(
-            model,
+            module,
             (x,),
             tmp,
             input_names=["image"],
-            output_names=["logits"],
-            dynamic_shapes=({0: dim, 2: dim, 3: dim},),
+            output_names=list(output_names),
+            dynamic_shapes=dynamic_shapes,
             dynamo=True,
             external_data=False,
+            verbose=False,
             **kwargs,
         )
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         atomic_write(path, write)
-    return file_sha256(path)
+    return path

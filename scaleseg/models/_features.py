@@ -3,6 +3,7 @@ feature-distance out-of-distribution score."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -43,14 +44,28 @@ def encoder_features(model, x):
 
 @contextmanager
 def capture_encoder_features(model) -> Iterator[list]:
-    """While active, every forward pass of ``model`` appends its pooled deepest encoder
-    features ``(B, D)`` to the yielded list (a forward hook: no extra computation)."""
+    """While active, every forward pass of ``model`` in this thread appends its pooled deepest
+    encoder features ``(B, D)`` to the yielded list (a forward hook: no extra computation).
+    Captures in other threads sharing the model (a worker with several threads) do not see
+    this thread's passes."""
+    tid = threading.get_ident()
+    if hasattr(model, "feature_store"):  # a graph engine's member: the features are an output
+        store: list = []
+        model.feature_store[tid] = store
+        try:
+            yield store
+        finally:
+            model.feature_store.pop(tid, None)
+        return
     if not has_encoder(model):
         raise TypeError(f"{type(model).__name__} has no encoder sub-module")
-    store: list = []
-    handle = model.encoder.register_forward_hook(
-        lambda _m, _i, out: store.append(pool_deepest(out))
-    )
+    store = []
+
+    def hook(_m, _i, out):
+        if threading.get_ident() == tid:
+            store.append(pool_deepest(out))
+
+    handle = model.encoder.register_forward_hook(hook)
     try:
         yield store
     finally:

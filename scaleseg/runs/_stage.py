@@ -119,13 +119,23 @@ class StageRun:
         self._builds: list[Path] = []
 
     # -- decisions ------------------------------------------------------------------------------
-    def _inspect(self) -> None:
+    def check(self, *, host_known: bool = False) -> Status:
+        """What entering would decide (``"new"``, ``"resume"`` or ``"replace"``), without the
+        lock; raises as entering would, before anything is written.
+
+        ``host_known``: an addon prepared by its host's own run, which holds the folder's lock
+        and has not written its record yet (predict preparing its instances).
+        """
+        self._inspect(host_known=host_known)
+        return self.status
+
+    def _inspect(self, *, host_known: bool = False) -> None:
         check_paths(self.output, self.inputs)
         out = self.output
         if out.exists() and not out.is_dir():
             raise OutputError(f"{out} exists and is a file, not a folder")
         entries = folder_entries(out)
-        if self.kind == "addon":
+        if self.kind == "addon" and not host_known:
             record = scaleseg_record(out)
             if record is None or (self.host_stage and record.get("command") != self.host_stage):
                 raise OutputError(

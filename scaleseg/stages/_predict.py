@@ -33,6 +33,7 @@ class InstancesResult:
     method: str
     images: Any
     reused: bool = False
+    in_pass: int = 0
 
     @property
     def table(self) -> Path:
@@ -52,7 +53,8 @@ class InstancesResult:
         ok = self.images[self.images["status"] == "ok"]
         n = int(ok["n_instances"].sum())
         done = " (already done, same request)" if self.reused else ""
-        return [f"{n} instances in {len(ok)} images ({self.method}){done} -> "
+        same = f", {self.in_pass} of them in the prediction pass" if self.in_pass else ""
+        return [f"{n} instances in {len(ok)} images ({self.method}{same}){done} -> "
                 f"{self.table}/"]  # fmt: skip
 
 
@@ -68,7 +70,10 @@ class PredictResult:
     units_run, units_resumed : int
         Work units run by this call, and found finished.
     instances : InstancesResult or None
-        The instance post-step, when asked for.
+        The instance step, when asked for and every image was predicted.
+    instances_waiting : bool
+        Instances were asked for but wait for the failed images (a re-run of the same
+        request finishes them, keeping what the prediction pass did).
     """
 
     output: Path
@@ -76,6 +81,7 @@ class PredictResult:
     units_run: int
     units_resumed: int
     instances: InstancesResult | None = None
+    instances_waiting: bool = False
 
     @property
     def failed(self):
@@ -94,6 +100,11 @@ class PredictResult:
         lines.append(t[cols].head(10).to_string(index=False))
         if self.instances is not None:
             lines += self.instances.summary()
+        if self.instances_waiting:
+            lines.append(
+                f"Instances wait for the {n_failed} failed image(s): fix or leave them out and "
+                "run the same command again (what this pass did is kept)"
+            )
         return lines
 
 
@@ -131,7 +142,9 @@ def predict(
     images, images_file, where
         Predict only these images (a list, or a text / CSV list with a ``where`` filter).
     instances : InstancesConfig, optional
-        Post-step: instance separation after prediction (may be added to a finished run).
+        Instance separation: an image predicted in one block gets its instances in its own
+        unit (the same pass: nothing is read twice), larger images after prediction, stitched
+        across blocks. May be added to a finished run (then all after prediction).
     client : distributed.Client, optional
         Run units as tasks on this cluster; default: in this process.
     overwrite, progress, argv
@@ -179,6 +192,11 @@ def predict(
     )
     run = StageRun("predict", out, spec, inputs={"input": input, "ensemble": ensemble},
                    overwrite=overwrite, argv=argv)  # fmt: skip
+    irun = None
+    if _wants(instances):
+        irun = _instances_run(out, instances, spec.config.get("block_shape"), argv=argv)
+        if run.check() == "resume":  # another instance request is refused before anything runs
+            irun.check(host_known=True)
     with run:
         for f in info.folds:
             run.record.add_model(f"fold_{f.fold}", f.sha256)
@@ -187,11 +205,12 @@ def predict(
             res = {"images": table, "units_run": 0, "units_resumed": int(table["n_blocks"].sum())}
         else:
             (out / COMPLETE).unlink(missing_ok=True)
+            in_pass = _begin_in_pass(irun, run, instances, info.n_classes)
             with progress_bar(0, "predict", enabled=progress, unit="block") as bar:
                 res = predict_collection(
                     refs, info, out, config=config, client=client,
                     torch_threads=torch_threads_setting(), progress=bar.update,
-                    set_total=lambda n: setattr(bar, "total", n),
+                    set_total=lambda n: setattr(bar, "total", n), instances=in_pass,
                 )  # fmt: skip
             write_table(res["images"], out / "images", ["parquet", "csv"])
         table = res["images"]
@@ -203,10 +222,43 @@ def predict(
         if failed.empty:
             (out / COMPLETE).write_text("")
     inst = None
-    if _wants(instances):
+    if _wants(instances) and failed.empty:
         inst = segment_instances(out, config=instances, client=client, overwrite=False,
                                  progress=progress, argv=argv)  # fmt: skip
-    return PredictResult(out, table, res["units_run"], res["units_resumed"], inst)
+    return PredictResult(out, table, res["units_run"], res["units_resumed"], inst,
+                         instances_waiting=_wants(instances) and not failed.empty)  # fmt: skip
+
+
+def _begin_in_pass(irun, run, instances, n_classes: int):
+    """Store the instance request before predict's units run and hand them its token (the
+    same pass), unless that request is finished already. Runs under predict's lock."""
+    from ..instances import INSTANCES_TABLE, InPass, begin_in_pass
+
+    if irun is None:
+        return None
+    status = irun.check(host_known=True) if run.status == "resume" else "new"
+    out = run.output
+    if status == "resume" and (out / "instances_images.parquet").is_file():
+        return None  # done: nothing to add (predict's own resume rewrites no image)
+    irun.write_spec()
+    token = begin_in_pass(out, fresh=status != "resume")
+    return InPass(instances, token, str(out / INSTANCES_TABLE), n_classes)
+
+
+def _instances_run(pred: Path, config, block, *, formats=None, overwrite=False, argv=None):
+    """The instance stage's run on a prediction folder (its spec: method, blocks, formats)."""
+    from ..instances import PASS_FILE
+    from ..runs import StageRun, build_spec
+
+    inputs: dict[str, Any] = {"prediction": absolute(pred),
+                              "block_shape": list(block or (2048, 2048))}  # fmt: skip
+    if formats is not None:
+        inputs["formats"] = sorted({"parquet", *formats})  # recorded: a change needs overwrite
+    spec = build_spec("instances", config=config, inputs=inputs)
+    return StageRun("instances", pred, spec, kind="addon", host_stage="predict",
+                    record_name=INSTANCES_RECORD, spec_name=INSTANCES_SPEC, overwrite=overwrite,
+                    argv=argv, owns=("instances", "instances.parquet", "instances.csv",
+                                     "instances_images.parquet", PASS_FILE))  # fmt: skip
 
 
 def _wants(instances) -> bool:
@@ -250,8 +302,8 @@ def segment_instances(
 
     from ..config import InstancesConfig
     from ..inference import read_ensemble
-    from ..instances import has_instances, run_instances
-    from ..runs import StageRun, build_spec, read_spec
+    from ..instances import has_instances, in_pass_results, run_instances
+    from ..runs import read_spec
 
     config = config if config is not None else InstancesConfig(method="components")
     if config.method == "none":
@@ -263,19 +315,13 @@ def segment_instances(
             f"{pred}: not a finished `scaleseg predict` output (run or resume predict first)"
         )
     block = tuple(block_shape or host.config.get("block_shape") or (2048, 2048))
-    inputs: dict[str, Any] = {"prediction": absolute(pred), "block_shape": list(block)}
     csv = None  # the default: a CSV copy while the table is small
     if formats is not None:
         unknown = sorted(set(formats) - {"parquet", "csv"})
         if unknown:
             raise ValueError(f"unknown table format(s) {unknown}; choose parquet and/or csv")
         csv = "csv" in formats
-        inputs["formats"] = sorted({"parquet", *formats})  # recorded: a change needs overwrite
-    spec = build_spec("instances", config=config, inputs=inputs)
-    run = StageRun("instances", pred, spec, kind="addon", host_stage="predict",
-                   record_name=INSTANCES_RECORD, spec_name=INSTANCES_SPEC, overwrite=overwrite,
-                   argv=argv, owns=("instances", "instances.parquet", "instances.csv",
-                                               "instances_images.parquet"))  # fmt: skip
+    run = _instances_run(pred, config, block, formats=formats, overwrite=overwrite, argv=argv)
     with run:
         done = (pred / "instances_images.parquet").is_file() and has_instances(pred)
         if run.status == "resume" and done:
@@ -285,14 +331,16 @@ def segment_instances(
             result = InstancesResult(pred, config.method, images, reused=True)
         else:
             info = read_ensemble(host.inputs["ensemble"])
+            # images predict's units already did for this very request (the same pass)
+            in_pass = in_pass_results(pred) if run.status == "resume" else {}
             with progress_bar(None, "instances", enabled=progress) as bar:
                 res = run_instances(
                     pred, config=config, n_classes=info.n_classes, has_flows=info.n_extra >= 2,
                     block_shape=block, csv=csv, overwrite=True, client=client,
-                    progress=bar.update,
+                    progress=bar.update, in_pass=in_pass,
                 )  # fmt: skip
-            result = InstancesResult(pred, config.method, res["images"])
+            result = InstancesResult(pred, config.method, res["images"], in_pass=res["in_pass"])
         ok = result.images[result.images["status"] == "ok"]
         run.record.set_summary(instances=int(ok["n_instances"].sum()), images=len(ok),
-                               method=config.method)  # fmt: skip
+                               method=config.method, in_pass=result.in_pass)  # fmt: skip
     return result
