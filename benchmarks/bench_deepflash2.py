@@ -30,6 +30,46 @@ Cases (each a different tiling; T = 4 flips, M models, Gaussian sigma = tile/8 i
     python benchmarks/bench_deepflash2.py [--images 2] [--models 2] [--cases single matched defaults]
                                           [--json results/deepflash2.json] [--keep DIR]
 
+Large fields (``--large``, issue 16 item 3): each tool at its DEFAULT inference settings, on the
+same trained ensemble, over 2048x2048 mosaics (2x2 of the 1024x1024 held-out PV-in-HC images of a
+``scripts/verify_pv_hc`` output folder ``--run``, sorted by name, 4 per mosaic; ``--mosaics``
+of them) with their estimated ground truth (``est_gt``) tiled the same way.
+
+* Ensemble: ``<run>/ensemble`` as trained (all folds, feature statistics included; ``--folds N``
+  keeps the first N). deepflash2 gets the very same weights as fold files in
+  ``save_smp_model``'s layout that also carry the model's smp kwargs (``decoder_channels``, as
+  ``save_smp_model`` stores ``model.kwargs``), so its own ``load_smp_model`` -> ``create_smp_model``
+  builds the same U-Net (strict state-dict load; ConvNeXt encoders, whose shape
+  ``create_smp_model`` forces, must have deepflash2's shape).
+* Normalisation: the ensemble's per-image percentiles (1 / 99.8) are measured on the mosaic (it is
+  the image). deepflash2, which only subtracts / divides fixed per-channel values, reads the mosaic
+  already on scaleseg's unit scale: a float32 TIFF of ``Normalization.for_image(mosaic).unit``
+  (``(x - p_low) / (p_high - p_low)``, clipped at 0), with ``channel_means`` / ``channel_stds`` the
+  ensemble's mean / std, so its ``Normalize`` gives the very input of scaleseg's ``standardize``.
+  Checked first on one tile-sized crop predicted as one window by both
+  (``large_check_max_abs_diff_probability``).
+* scaleseg: ``scaleseg.predict(mosaics, ensemble, out, client=...)`` with ``PredictConfig()``
+  (engine auto = ONNX Runtime on CPU, the ensemble's tile, overlap 0.5, flips, its calibrated
+  decision threshold), LocalCluster ``--workers`` x 1 thread, all mosaics in one call.
+  deepflash2: ``InferenceEnsemble`` from its default ``Config()`` (tile 512,
+  ``border_padding_factor`` 0.25, ``max_tile_shift`` 0.5, flips, Gaussian 1/8), as
+  ``EnsembleLearner.get_inference_ensemble`` builds it, run by ``EnsemblePredictor.
+  get_ensemble_results`` over all mosaics in a long-lived process (``_df2_predict.py --serve``),
+  torch ``--threads`` threads, argmax labels.
+* Timing: models loaded in both, one untimed warm-up call of each on the check crop, then
+  ``--repeats`` rounds scaleseg, deepflash2, scaleseg, ...; seconds per mosaic (call / mosaics),
+  medians and the median of the per-round ratios scaleseg / deepflash2.
+* Quality: Dice of each tool's labels against the tiled est_gt per mosaic (and scaleseg's argmax
+  labels), the two tools' label agreement and mean probability difference.
+* Spot check: mosaic 0 with ``--spot-models`` random ConvNeXt-Tiny members in deepflash2's shape
+  (depth 4, decoder 256-128-64-16, calibrated heads, tile 512; see ``_ensemble``), both tools'
+  defaults, warm-up on a 256x256 crop, ``--spot-repeats`` rounds: time ratio only.
+
+    python benchmarks/bench_deepflash2.py --large --run /tmp/pv/d16s0 [--mosaics 2] [--repeats 3]
+        [--spot-models 4] [--spot-repeats 1] [--workers 2] [--threads 2] [--json FILE]
+    # smoke test: --mosaics 1 --repeats 1 --mosaic-tile 64 --folds 1 --spot-models 1
+    #             --workers 1 --threads 1
+
 Without the deepflash2 environment it prints ``deepflash2.skipped = ...`` and exits 0.
 """
 
@@ -38,6 +78,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,7 +86,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit  # noqa: E402
+from _common import add_feature_stats, emit  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -145,6 +186,29 @@ def _calibrate_head(model, ref, *, spread: float = 6.0, foreground: float = 0.2)
         head.bias[1] -= float(torch.quantile((a * d).flatten(), 1.0 - foreground))
 
 
+def _smp_kwargs(spec: dict) -> dict:
+    """The smp.create_model kwargs of a scaleseg model spec beyond the defaults (encoder depth,
+    decoder channels), as scaleseg's build_model passes them."""
+    from scaleseg.models import ModelSpec
+
+    return ModelSpec.from_dict({**spec, "encoder_weights": None}).smp_kwargs()
+
+
+def _check_df2_shape(spec: dict, src) -> None:
+    """Refuse models deepflash2's create_smp_model cannot rebuild: for ConvNeXt encoders it
+    forces encoder depth 4 and decoder channels (256, 128, 64, 16); any other encoder gets the
+    fold file's own kwargs (decoder channels included)."""
+    if not spec["encoder"].startswith("tu-convnext"):
+        return
+    shape = (4, [256, 128, 64, 16])
+    have = (spec.get("encoder_depth"), spec.get("decoder_channels"))
+    if have != shape:
+        raise SystemExit(
+            f"{src}: deepflash2 builds {spec['encoder']} U-Nets with encoder depth / decoder "
+            f"channels {shape}; this ensemble has {have[0]} / {have[1]}"
+        )
+
+
 def _df2_fold_file(path: Path, model, spec: dict, norm) -> None:
     """One fold in deepflash2's layout (deepflash2.models.save_smp_model): the smp kwargs, the
     raw-pixel normalisation stats, legacy (non-zip) torch serialisation, pickle protocol 2."""
@@ -164,6 +228,9 @@ def _df2_fold_file(path: Path, model, spec: dict, norm) -> None:
         "encoder_weights": None,
         "in_channels": spec["in_channels"],
         "classes": spec["n_classes"],
+        # the model's other smp kwargs, as save_smp_model stores model.kwargs: load_smp_model
+        # hands them to create_smp_model (which overrides them only for ConvNeXt encoders)
+        **_smp_kwargs(spec),
     }
     torch.save(save, path, pickle_protocol=2, _use_new_zipfile_serialization=False)
 
@@ -179,17 +246,7 @@ def _trained_ensemble(tmp: Path, src: Path, n_models: int) -> tuple[Path, list[s
 
     info = read_ensemble(src)
     spec = info.model
-    # the shape deepflash2's create_smp_model builds for this encoder
-    if spec["encoder"].startswith("tu-convnext"):
-        shape = (4, [256, 128, 64, 16])
-    else:
-        shape = (None, None)
-    if (spec.get("encoder_depth"), spec.get("decoder_channels")) != shape:
-        raise SystemExit(
-            f"{src}: deepflash2 builds {spec['encoder']} U-Nets with encoder depth / decoder "
-            f"channels {shape} (None = smp's default); this ensemble has "
-            f"{spec.get('encoder_depth')} / {spec.get('decoder_channels')}"
-        )
+    _check_df2_shape(spec, src)
     folds = list(info.folds[:n_models])
     ens = tmp / "ensemble"
     df2 = tmp / "df2_models"
@@ -281,17 +338,19 @@ def _ensemble(tmp: Path, crops, n_models: int) -> tuple[Path, list[str], dict, s
     return ens, pths, norm.to_dict(), desc
 
 
-def _warm(info, tile: int) -> bool:
-    """On a worker: load the models into the per-process cache and run two forward passes."""
+def _warm(info, config) -> bool:
+    """On a worker: load the models into the per-process cache (the run's engine, tile and
+    precision) and run two forward passes."""
     import torch
 
     from scaleseg.inference import get_models
     from scaleseg.worker import prepare_worker_process
 
     prepare_worker_process(1)  # as predict_unit does in every worker
-    x = torch.zeros(1, info.in_channels, tile, tile)
+    x = torch.zeros(1, info.in_channels, *config.tile_shape)
+    cpu = torch.device("cpu")
     with torch.inference_mode():
-        for m in get_models(info, torch.device("cpu")):
+        for m in get_models(info, cpu, config.engine, config.tile_shape, config.precision):
             m(x)
             m(x)
     return True
@@ -317,15 +376,15 @@ def _run_scaleseg(tmp: Path, ens: Path, names: list[str], cases: list[str], work
     ):
         for case in cases:
             c = CASES[case]
-            client.run(_warm, info, c["tile"])
-            # scaleseg's defaults (batch 1 on CPU, like deepflash2's per-window passes);
-            # float32 probabilities for the comparison
+            # scaleseg's defaults (batch 1 on CPU, like deepflash2's per-window passes; the
+            # default engine); float32 probabilities for the comparison
             config = PredictConfig(
                 tile_shape=(c["tile"], c["tile"]),
                 overlap=c["overlap"],
                 tta="flips",
                 probabilities_dtype="float32",
             )
+            client.run(_warm, info, config)
             dest = tmp / "scaleseg" / case
             t0 = time.perf_counter()
             res = predict_collection(refs, info, dest, config=config, client=client)
@@ -419,6 +478,436 @@ def _compare(
     return f
 
 
+# ---------------------------------------------------------------------------------------------
+# --large: 2x2 mosaics of held-out PV-in-HC images, both tools at their default settings
+
+
+class _Df2Server:
+    """A long-lived deepflash2 process (``_df2_predict.py --serve``): fold models loaded once,
+    one JSON request / answer per prediction, so its rounds can alternate with scaleseg's."""
+
+    def __init__(self, py: Path, tmp: Path, pths: list[str], norm, threads: int, in_ch: int):
+        import numpy as np
+
+        spec = {
+            "models": pths,
+            "threads": threads,
+            "n_classes": 2,
+            "in_channels": in_ch,
+            # deepflash2 gets images already on scaleseg's unit scale (see _df2_input)
+            "channel_means": np.asarray(norm.mean).tolist(),
+            "channel_stds": np.asarray(norm.std).tolist(),
+            "workdir": str(tmp),
+        }
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / "serve.json").write_text(json.dumps(spec, indent=1))
+        self.proc = subprocess.Popen(
+            [str(py), str(HERE / "_df2_predict.py"), "--serve", str(tmp / "serve.json")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=df2_env(threads),
+            cwd=tmp,
+            text=True,
+        )
+        self.info = self._answer()
+
+    def _answer(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the deepflash2 server exited ({self.proc.wait()})")
+        return json.loads(line)
+
+    def predict(self, name: str, files, settings=None, save=None) -> dict:
+        req = {"op": "predict", "name": name, "files": [str(f) for f in files]}
+        req.update(settings=settings or {}, save=None if save is None else str(save))
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        return self._answer()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=120)
+
+
+def _df2_input(path: Path, image, norm) -> None:
+    """deepflash2's copy of a (1, Y, X) image: float32 TIFF on scaleseg's unit scale, i.e.
+    exactly ``norm.for_image(image).unit(image)`` (per-image percentiles measured on this
+    image, (x - p_low) / (p_high - p_low), clipped at 0). deepflash2 then applies
+    ``Normalize(mean, std)`` with the ensemble's mean / std, as scaleseg's ``standardize``."""
+    from PIL import Image
+
+    unit = norm.for_image(image).unit(image)
+    Image.fromarray(unit[0]).save(path)
+
+
+def _heldout(run: Path) -> list[str]:
+    import pandas as pd
+
+    table = pd.read_csv(run / "split.csv", dtype=str)
+    return sorted(table.loc[table["split"] == "test", "name"])
+
+
+def _centre(a, size: int | None):
+    if not size:
+        return a
+    h, w = a.shape[-2:]
+    if size > min(h, w):
+        raise SystemExit(f"--mosaic-tile {size} exceeds the image shape {h}x{w}")
+    y0, x0 = (h - size) // 2, (w - size) // 2
+    return a[..., y0 : y0 + size, x0 : x0 + size]
+
+
+def _mosaics(run: Path, tmp: Path, n: int, tile: int | None, norm) -> list[dict]:
+    """``n`` 2x2 mosaics of held-out images (sorted by name: 4 per mosaic, row-major), with
+    their est_gt tiled the same way; written as OME-Zarr (scaleseg) and unit-scale TIFF
+    (deepflash2)."""
+    import numpy as np
+
+    from scaleseg.io import open_image, open_labels, write_image
+
+    names = _heldout(run)
+    if len(names) < 4 * n:
+        raise SystemExit(f"{run}: {len(names)} held-out images, {n} mosaics need {4 * n}")
+    out = []
+    (tmp / "df2_in").mkdir(parents=True, exist_ok=True)
+    for m in range(n):
+        parts = names[4 * m : 4 * m + 4]
+        imgs = [
+            _centre(np.asarray(open_image(run / "apply.zarr" / f"{p}.zarr")), tile) for p in parts
+        ]
+        gts = [
+            _centre(np.asarray(open_labels(run / "gt" / "images" / f"{p}.zarr", "est_gt")), tile)
+            for p in parts
+        ]
+        if len({a.shape for a in imgs}) != 1 or imgs[0].shape[1:] != gts[0].shape:
+            raise SystemExit(f"mosaic {m}: images {[a.shape for a in imgs]} do not tile")
+        image = np.block([[imgs[0], imgs[1]], [imgs[2], imgs[3]]])
+        gt = np.block([[gts[0], gts[1]], [gts[2], gts[3]]])
+        name = f"mosaic{m}_{'_'.join(parts)}"
+        write_image(tmp / "mosaics" / f"{name}.zarr", image, chunks=(512, 512), n_levels=1)
+        _df2_input(tmp / "df2_in" / f"{name}.tif", image, norm)
+        out.append({"name": name, "parts": parts, "image": image, "gt": gt != 0})
+    return out
+
+
+def _ensemble_subset(src: Path, dest: Path, n: int | None) -> Path:
+    """``src`` itself, or (``n`` < its folds) a copy with its first ``n`` folds, weights and
+    feature statistics as they are."""
+    import shutil
+
+    from scaleseg.inference import read_ensemble
+
+    info = read_ensemble(src)
+    if not n or n >= len(info.folds):
+        return src
+    folds = list(info.folds[:n])
+    for f in folds:
+        for rel in [f.path] + ([f.features.path] if f.features is not None else []):
+            (dest / Path(rel).parent).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, dest / rel)
+    info.manifest.model_copy(update={"folds": folds}).write(dest)
+    return dest
+
+
+def _df2_folds(ens: Path, dest: Path) -> list[str]:
+    """deepflash2 fold files holding the very weights of the ensemble's members (torch)."""
+    import torch
+
+    from scaleseg.inference import get_models, read_ensemble
+    from scaleseg.models import Normalization
+
+    info = read_ensemble(ens)
+    _check_df2_shape(info.model, ens)
+    norm = Normalization.from_dict(info.normalization)
+    dest.mkdir(parents=True, exist_ok=True)
+    pths = []
+    for k, model in enumerate(get_models(info, torch.device("cpu"))):
+        enc = info.model["encoder"].replace("_", "-")
+        pth = dest / f"{info.model['arch']}_{enc}_2classes-fold{k + 1}.pth"
+        _df2_fold_file(pth, model, info.model, norm)
+        pths.append(str(pth))
+    return pths
+
+
+def _ss_predict(src: Path, ens: Path, out: Path, client, config=None) -> tuple[float, object]:
+    """One timed ``scaleseg.predict`` call (a fresh output folder)."""
+    import scaleseg
+
+    t0 = time.perf_counter()
+    res = scaleseg.predict(src, ens, out, config=config, client=client, progress=False)
+    secs = time.perf_counter() - t0
+    if len(res.failed):
+        raise RuntimeError(f"scaleseg predict failed: {res.failed['error'].to_dict()}")
+    return secs, res.images.set_index("image")
+
+
+def _ss_read(out: Path, name: str) -> tuple:
+    import numpy as np
+    import zarr
+
+    g = zarr.open_group(str(out / "images" / f"{name}.zarr"), mode="r")
+    prob = np.asarray(g["probabilities"]["s0"][:], dtype=np.float32)
+    return prob, np.squeeze(np.asarray(g["labels"]["semantic"]["s0"][:]))
+
+
+def _alternate(name, ss_run, df2_run, repeats: int) -> dict:
+    """One warm-up call of each tool (``run(-1)``: a small image, models already loaded), then
+    ``repeats`` rounds scaleseg, deepflash2, scaleseg, deepflash2, ... (seconds per call)."""
+    import statistics
+
+    warm_ss, warm_df = ss_run(-1), df2_run(-1)
+    ss, df = [], []
+    for r in range(repeats):
+        ss.append(ss_run(r))
+        df.append(df2_run(r))
+        print(
+            f"[{name}] round {r + 1}/{repeats}: scaleseg {ss[-1]:.1f} s, deepflash2 {df[-1]:.1f} s",
+            flush=True,
+        )
+    ratios = [a / b for a, b in zip(ss, df)]
+    return {
+        "warm": (warm_ss, warm_df),
+        "ss": ss,
+        "df": df,
+        "ratios": ratios,
+        "ss_median": statistics.median(ss),
+        "df_median": statistics.median(df),
+        "ratio_median": statistics.median(ratios),
+    }
+
+
+def _timing_figures(prefix: str, t: dict, n: int) -> dict:
+    return {
+        f"{prefix}_seconds_per_mosaic_scaleseg": round(t["ss_median"] / n, 2),
+        f"{prefix}_seconds_per_mosaic_deepflash2": round(t["df_median"] / n, 2),
+        f"{prefix}_time_ratio_median": round(t["ratio_median"], 3),
+        f"{prefix}_time_ratio_rounds": [round(r, 3) for r in t["ratios"]],
+        f"{prefix}_seconds_per_mosaic_scaleseg_rounds": [round(s / n, 2) for s in t["ss"]],
+        f"{prefix}_seconds_per_mosaic_deepflash2_rounds": [round(s / n, 2) for s in t["df"]],
+        f"{prefix}_warmup_seconds_scaleseg_deepflash2": [round(s, 2) for s in t["warm"]],
+    }
+
+
+def _check_window(
+    tmp: Path, run: Path, part: str, ens: Path, norm, server, client, tile: int
+) -> dict:
+    """One tile-sized crop, one window in both tools (deepflash2 border_padding_factor 0,
+    max_tile_shift 1.5): the probabilities of the same weights on the same normalised pixels."""
+    import numpy as np
+
+    from scaleseg.config import PredictConfig
+    from scaleseg.io import open_image, write_image
+
+    crop = np.ascontiguousarray(
+        _centre(np.asarray(open_image(run / "apply.zarr" / f"{part}.zarr")), tile)
+    )
+    write_image(tmp / "check" / "in" / "check.zarr", crop, chunks=(512, 512), n_levels=1)
+    _df2_input(tmp / "check" / "check.tif", crop, norm)
+    # scaleseg's defaults but float32 probabilities for the comparison
+    config = PredictConfig(probabilities_dtype="float32")
+    _ss_predict(tmp / "check" / "in", ens, tmp / "check" / "ss", client, config)
+    p_ss, _ = _ss_read(tmp / "check" / "ss", "check")
+    one = {"tile": tile, "border_padding_factor": 0.0, "max_tile_shift": 1.5}
+    ans = server.predict("check", [tmp / "check" / "check.tif"], one, tmp / "check" / "df2")
+    p_df = np.load(tmp / "check" / "df2" / "check_smx.npy")
+    diff = float(np.abs(p_ss - p_df).max())
+    if diff > 1e-3:
+        print(f"WARNING: one-window probabilities differ by {diff:.3g}", file=sys.stderr)
+    return {
+        "large_check": f"{tile}x{tile} centre crop of {part}, one window x 4 flips "
+        f"x members in both (deepflash2 input {ans['input_dtype']}, {ans['windows']} window)",
+        "large_check_max_abs_diff_probability": float(f"{diff:.3g}"),
+    }
+
+
+def _quality(tmp: Path, mosaics: list[dict], ss_out: Path, df2_out: Path) -> dict:
+    import numpy as np
+
+    d_ss, d_ss_am, d_df, agree, ndiff, dprob = [], [], [], [], [], []
+    for m in mosaics:
+        p_ss, l_ss = _ss_read(ss_out, m["name"])
+        l_df = np.load(df2_out / f"{m['name']}_pred.npy")
+        p_df = np.load(df2_out / f"{m['name']}_smx.npy")
+        d_ss.append(_dice(l_ss, m["gt"]))
+        d_ss_am.append(_dice(p_ss[1] > p_ss[0], m["gt"]))
+        d_df.append(_dice(l_df, m["gt"]))
+        agree.append(_dice(l_ss, l_df))
+        ndiff.append(float(((l_ss != 0) != (l_df != 0)).mean()))
+        dprob.append(float(np.abs(p_ss[1] - p_df[1]).mean()))
+
+    def r(v):
+        return [round(x, 4) for x in v]
+
+    return {
+        "large_gt_foreground_fraction": r([float(m["gt"].mean()) for m in mosaics]),
+        "large_dice_scaleseg": r(d_ss),
+        "large_dice_scaleseg_mean": round(float(np.mean(d_ss)), 4),
+        "large_dice_deepflash2": r(d_df),
+        "large_dice_deepflash2_mean": round(float(np.mean(d_df)), 4),
+        "large_dice_scaleseg_argmax": r(d_ss_am),
+        "large_dice_scaleseg_argmax_mean": round(float(np.mean(d_ss_am)), 4),
+        "large_label_agreement_dice": r(agree),
+        "large_label_pixels_differing_fraction": r(ndiff),
+        "large_mean_abs_diff_probability": r(dprob),
+    }
+
+
+def _spot(tmp, py, mos, client, args) -> dict:
+    """Random-weight ConvNeXt-Tiny ensemble in deepflash2's shape on one mosaic: time only."""
+    import numpy as np
+
+    from scaleseg.io import write_image
+    from scaleseg.models import Normalization
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    ens, pths, norm_d, desc = _ensemble(tmp, [(mos["name"], mos["image"][0])], args.spot_models)
+    # feature statistics, so scaleseg runs its feature-distance hook as with a trained ensemble
+    add_feature_stats(ens, n_windows=8)
+    norm = Normalization.from_dict(norm_d)
+    src = tmp.parent / "mosaics" / f"{mos['name']}.zarr"  # a single image is an input too
+    tif = tmp / f"{mos['name']}.tif"
+    _df2_input(tif, mos["image"], norm)
+    # warm-up image of both tools: a 256x256 centre crop (smaller than a tile: cheap)
+    warm = np.ascontiguousarray(_centre(mos["image"], min(256, *mos["image"].shape[1:])))
+    write_image(tmp / "warm" / "warm.zarr", warm, chunks=(512, 512), n_levels=1)
+    _df2_input(tmp / "warm.tif", warm, norm)
+    server = _Df2Server(py, tmp / "df2", pths, norm, args.threads, 1)
+    try:
+        from scaleseg.config import PredictConfig
+        from scaleseg.inference import read_ensemble
+
+        info = read_ensemble(ens)
+        client.run(_warm, info, PredictConfig().for_ensemble(info.tile_shape))
+        state: dict = {}
+
+        def ss_run(r):
+            out = tmp / "ss" / f"r{r + 1}"
+            secs, table = _ss_predict(src if r >= 0 else tmp / "warm", ens, out, client)
+            state["ss"] = int(table["n_forward"].iloc[0]) if "n_forward" in table else None
+            shutil.rmtree(out)
+            return secs
+
+        def df2_run(r):
+            ans = server.predict("spot", [tif] if r >= 0 else [tmp / "warm.tif"])
+            state["df"] = ans
+            return ans["seconds"]
+
+        t = _alternate("spot", ss_run, df2_run, args.spot_repeats)
+    finally:
+        server.close()
+    f = {
+        "large_spot": f"{mos['name']} ({'x'.join(map(str, mos['image'].shape[1:]))}); {desc}; "
+        "time only (random weights)",
+        "large_spot_settings": f"scaleseg PredictConfig() (tile 512 = the ensemble's, "
+        f"{state.get('ss')} forward passes); deepflash2 Config() {state['df']['settings']} "
+        f"({state['df']['windows']} windows x 4 flips x {args.spot_models} members)",
+    }
+    f.update(_timing_figures("large_spot", t, 1))
+    return f
+
+
+def run_large(args, py: Path) -> dict:
+    from distributed import Client, LocalCluster
+
+    from scaleseg.config import PredictConfig
+    from scaleseg.inference import read_ensemble
+    from scaleseg.models import Normalization
+
+    run = Path(args.run)
+    t_all = time.perf_counter()
+    load0 = os.getloadavg()[0]
+    figures: dict = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = Path(args.keep) if args.keep else Path(scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
+        ens = _ensemble_subset(run / "ensemble", tmp / "ensemble", args.folds)
+        info = read_ensemble(ens)
+        norm = Normalization.from_dict(info.normalization)
+        tile = int(info.tile_shape[0])
+        mosaics = _mosaics(run, tmp, args.mosaics, args.mosaic_tile, norm)
+        names = [m["name"] for m in mosaics]
+        pths = _df2_folds(ens, tmp / "df2_models")
+        tifs = [tmp / "df2_in" / f"{n}.tif" for n in names]
+        figures.update(
+            large_mosaics={m["name"]: m["parts"] for m in mosaics},
+            large_mosaic_shape=list(mosaics[0]["image"].shape[1:]),
+            large_ensemble=f"{ens} ({info.model['arch']} + {info.model['encoder']}, decoder "
+            f"{info.model.get('decoder_channels')}, folds {[f.fold for f in info.folds]}, "
+            f"tile {tile}); deepflash2: the same weights as fold files read by load_smp_model",
+            large_normalization=f"per-mosaic percentiles {norm.percentiles} -> [0, 1] (clip at "
+            f"0), then mean {norm.mean[0]:.5f} / std {norm.std[0]:.5f}; deepflash2 reads the "
+            "unit-scale mosaic (float32 TIFF, scaleseg's Normalization.unit) and normalises it "
+            "with the same mean / std",
+            large_scaleseg_run=f"scaleseg.predict, PredictConfig() defaults, LocalCluster "
+            f"{args.workers} workers x 1 thread, all mosaics in one call",
+            large_deepflash2_run=f"EnsemblePredictor.get_ensemble_results over all mosaics, "
+            f"torch threads {args.threads}",
+            large_warmup=f"models loaded in both, then one untimed call of each on the {tile}x"
+            f"{tile} check crop; {args.repeats} timed rounds scaleseg, deepflash2, ...",
+        )
+        with (
+            LocalCluster(
+                n_workers=args.workers,
+                threads_per_worker=1,
+                dashboard_address=":0",
+                memory_limit="10GiB",
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            server = _Df2Server(py, tmp / "df2", pths, norm, args.threads, info.in_channels)
+            try:
+                figures["deepflash2_versions"] = ", ".join(
+                    f"{k} {v}" for k, v in server.info["versions"].items()
+                )
+                figures["deepflash2_weight_loading"] = server.info["load_note"]
+                config = PredictConfig().for_ensemble(info.tile_shape)
+                client.run(_warm, info, config)
+                part = mosaics[0]["parts"][0]
+                figures.update(_check_window(tmp, run, part, ens, norm, server, client, tile))
+                state: dict = {}
+
+                def ss_run(r):
+                    out = tmp / "ss" / f"r{r + 1}"
+                    # warm-up (r = -1): the check crop
+                    src = tmp / "mosaics" if r >= 0 else tmp / "check" / "in"
+                    secs, table = _ss_predict(src, ens, out, client)
+                    state["ss_table"] = table
+                    if r < args.repeats - 1:
+                        shutil.rmtree(out)  # keep the last round's output for quality
+                    return secs
+
+                def df2_run(r):
+                    save = tmp / "df2_out" if r == args.repeats - 1 else None
+                    files = tifs if r >= 0 else [tmp / "check" / "check.tif"]
+                    ans = server.predict("large", files, save=save)
+                    state["df"] = ans
+                    return ans["seconds"]
+
+                t = _alternate("large", ss_run, df2_run, args.repeats)
+            finally:
+                server.close()
+            table, ans = state["ss_table"], state["df"]
+            n_fwd = int(table["n_forward"].iloc[0]) if "n_forward" in table else None
+            figures["large_settings"] = (
+                f"scaleseg: tile {tile}, overlap {config.overlap}, tta {config.tta}, engine "
+                f"{config.engine}, threshold {table['decision_threshold'].iloc[0]} (the "
+                f"ensemble's; NaN = argmax), {n_fwd} forward passes per mosaic; deepflash2 "
+                f"Config(): {ans['settings']}, {ans['windows']} windows x 4 flips x "
+                f"{len(pths)} members per mosaic, argmax"
+            )
+            figures.update(_timing_figures("large", t, len(mosaics)))
+            figures["large_U_scaleseg"] = [round(float(table.loc[n, "U"]), 5) for n in names]
+            figures["large_U_deepflash2"] = [round(ans["U"][n], 5) for n in names]
+            figures.update(_quality(tmp, mosaics, tmp / "ss" / f"r{args.repeats}", tmp / "df2_out"))
+            if args.spot_repeats > 0:
+                figures.update(_spot(tmp / "spot", py, mosaics[0], client, args))
+        figures["wall_s"] = round(time.perf_counter() - t_all, 1)
+        figures["load_average_start_end"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+    return figures
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
@@ -433,11 +922,32 @@ def main() -> None:
         help="a trained scaleseg ensemble (its first --models folds and its normalisation) "
         "instead of random ConvNeXt-Tiny models",
     )
+    large = ap.add_argument_group("--large: 2x2 mosaics of held-out images, default settings")
+    large.add_argument("--large", action="store_true", help="run this case instead of --cases")
+    large.add_argument("--run", help="output folder of scripts/verify_pv_hc (split.csv, ...)")
+    large.add_argument("--mosaics", type=int, default=2)
+    large.add_argument(
+        "--mosaic-tile",
+        type=int,
+        default=0,
+        help="build the mosaics from centre crops of this size (0 = whole images)",
+    )
+    large.add_argument("--repeats", type=int, default=3, help="timed rounds (after a warm-up)")
+    large.add_argument("--folds", type=int, default=0, help="first N folds only (0 = all)")
+    large.add_argument("--spot-models", type=int, default=4, help="ConvNeXt-Tiny members")
+    large.add_argument(
+        "--spot-repeats", type=int, default=1, help="timed rounds of the spot check (0 = skip)"
+    )
     args = ap.parse_args()
+    if args.large and (not args.run or args.mosaics < 1 or args.repeats < 1):
+        ap.error("--large needs --run, --mosaics >= 1 and --repeats >= 1")
 
     py, why = df2_python()
     if py is None:
         emit("deepflash2", {"skipped": why}, args.json)
+        return
+    if args.large:
+        emit("deepflash2", run_large(args, py), args.json)
         return
 
     t_all = time.perf_counter()
