@@ -10,6 +10,9 @@ import tempfile
 import numpy as np
 import pytest
 
+# the session's real single-node SLURM (``slurm_cluster``) for the tests marked ``slurm``
+pytest_plugins = ("slurm_fixture",)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
