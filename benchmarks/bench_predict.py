@@ -310,7 +310,7 @@ def bench_tasks(tmp: Path) -> dict:
     t0 = time.perf_counter()
     refs = open_collection(root)
     info = read_ensemble(ens)
-    config = _opts(block=2048).for_ensemble(info.tile_shape)
+    config = _opts(block=2048)
     _, tasks, _ = plan_units(refs, info, tmp / "out_tasks", config=config)
     plan_s = time.perf_counter() - t0
     # the real graph sent to a scheduler: wait until it holds every task, then cancel

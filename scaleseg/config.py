@@ -26,6 +26,7 @@ __all__ = [
     "InstancesConfig",
     "QAConfig",
     "ConvertConfig",
+    "PREDICT_PRESETS",
     "RunConfig",
     "from_dict",
     "load_config",
@@ -156,8 +157,26 @@ class PredictConfig(_Frozen):
     they compute, so a run may resume with other values (they are not part of the run spec).
     """
 
-    tile_shape: Shape2D | None = Field(None, description="None = the ensemble's tile shape")
-    overlap: float = Field(0.5, ge=0.0, lt=1.0, description="window overlap as a tile fraction")
+    tile_shape: Shape2D | None = Field(
+        None,
+        description="window shape; None = the ensemble's training tile times tile_scale, "
+        "fitted to the image (window_for)",
+    )
+    tile_scale: int = Field(
+        4,
+        ge=1,
+        le=8,
+        description="with tile_shape None: windows tile_scale times the ensemble's training "
+        "tile, but no larger than the image needs (fully convolutional members; on PV-in-HC "
+        "4x kept Dice and r(U, Dice), benchmarks/bench_frontier.py)",
+    )
+    overlap: float = Field(
+        0.25,
+        ge=0.0,
+        lt=1.0,
+        description="window overlap as a tile fraction (0.25: equal Dice and r(U, Dice) to 0.5 "
+        "on PV-in-HC, benchmarks/bench_frontier.py)",
+    )
     block_shape: Shape2D = (2048, 2048)
     chunks: Shape2D = Field((512, 512), description="chunk shape of the output arrays")
     ngff_version: Literal["0.4", "0.5"] = Field(
@@ -208,11 +227,45 @@ class PredictConfig(_Frozen):
             raise ValueError("engine onnxruntime runs float32 only; use openvino or torch")
         return self
 
-    def for_ensemble(self, tile_shape: tuple[int, int]) -> PredictConfig:
-        """This config with ``tile_shape`` filled in from the ensemble when unset."""
+    @classmethod
+    def preset(cls, name: str, **values: Any) -> PredictConfig:
+        """The config of a named point of the speed-quality frontier (:data:`PREDICT_PRESETS`:
+        ``fast``, ``default``, ``thorough``), with ``values`` (fields) applied on top."""
+        if name not in PREDICT_PRESETS:
+            raise ConfigError(
+                f"unknown predict preset {name!r}; expected one of {', '.join(PREDICT_PRESETS)}"
+            )
+        try:
+            return cls.model_validate({**PREDICT_PRESETS[name], **values})
+        except ValidationError as exc:
+            raise ConfigError(_format_error(exc, f"preset {name!r}")) from None
+
+    def window_for(self, image_shape, ensemble_tile) -> tuple[int, int]:
+        """The window shape for an image of ``image_shape`` (..., Y, X).
+
+        ``tile_shape`` when set. Otherwise each side is the ensemble's training tile times
+        ``tile_scale``, cut down to what the image needs -- its side rounded up to a multiple
+        of 32 (the members' stride) -- but never below the training tile, so that an image
+        smaller than the scaled window is not mostly predicted on its mirror image.
+        """
         if self.tile_shape is not None:
-            return self
-        return self.model_copy(update={"tile_shape": tuple(int(t) for t in tile_shape)})
+            return (int(self.tile_shape[0]), int(self.tile_shape[1]))
+        sides = []
+        for side, tile in zip(tuple(image_shape)[-2:], ensemble_tile, strict=True):
+            need = -(-int(side) // 32) * 32
+            sides.append(max(int(tile), min(int(tile) * self.tile_scale, need)))
+        return (sides[0], sides[1])
+
+
+#: Named points of the speed-quality frontier of prediction (``benchmarks/bench_frontier.py`` on
+#: the PV-in-HC held-out images, README "Speed and quality"): the fields each sets on top of the
+#: defaults. ``default`` is the fastest measured setting whose Dice and r(U, Dice) equal those
+#: of ``thorough`` (the most complete setting) by a paired bootstrap over images.
+PREDICT_PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {"precision": "bfloat16"},
+    "default": {},
+    "thorough": {"tile_scale": 1, "overlap": 0.5, "tta": "flips", "precision": "float32"},
+}
 
 
 class InstancesConfig(_Frozen):

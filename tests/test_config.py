@@ -7,7 +7,14 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from scaleseg.config import ConfigError, RunConfig, from_dict, load_config, save_config
+from scaleseg.config import (
+    ConfigError,
+    PredictConfig,
+    RunConfig,
+    from_dict,
+    load_config,
+    save_config,
+)
 
 
 def test_defaults_follow_the_paper():
@@ -30,7 +37,7 @@ def test_json_round_trip(tmp_path):
 def test_partial_file_takes_defaults(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"predict": {"tta": "dihedral"}}))
     c = load_config(tmp_path / "c.json")
-    assert c.predict.tta == "dihedral" and c.predict.overlap == 0.5
+    assert c.predict.tta == "dihedral" and c.predict.overlap == 0.25 and c.predict.tile_scale == 4
 
 
 def test_frozen():
@@ -62,3 +69,43 @@ def test_bad_file(tmp_path):
         load_config(tmp_path / "missing.json")
     with pytest.raises(ConfigError, match="unknown stage"):
         RunConfig().updated("nope", x=1)
+
+
+@pytest.mark.parametrize(
+    ("image", "ens_tile", "scale", "window"),
+    [
+        ((1, 1024, 1024), (256, 256), 2, (512, 512)),  # the scaled tile fits
+        ((1, 1024, 1024), (256, 256), 4, (1024, 1024)),
+        ((1, 1024, 1024), (256, 256), 8, (1024, 1024)),  # never more than the image needs
+        ((1, 256, 320), (256, 256), 2, (256, 320)),  # cut to the image, a multiple of 32
+        ((1, 100, 700), (64, 64), 2, (128, 128)),  # 100 -> 128 (stride 32)
+        ((1, 40, 40), (64, 64), 2, (64, 64)),  # never below the training tile
+        ((1, 1024, 1024), (256, 256), 1, (256, 256)),
+    ],
+)
+def test_window_for_scales_the_training_tile_and_fits_the_image(image, ens_tile, scale, window):
+    assert PredictConfig(tile_scale=scale).window_for(image, ens_tile) == window
+
+
+def test_window_for_keeps_an_explicit_tile():
+    c = PredictConfig(tile_shape=(96, 128), tile_scale=4)
+    assert c.window_for((1, 40, 40), (256, 256)) == (96, 128)
+
+
+def test_presets_are_configs_and_explicit_values_win():
+    from scaleseg.config import PREDICT_PRESETS
+
+    assert set(PREDICT_PRESETS) == {"fast", "default", "thorough"}
+    assert PredictConfig.preset("default") == PredictConfig()
+    thorough = PredictConfig.preset("thorough")
+    # the most complete setting of the frontier: the training tile, overlap 0.5, flips, float32
+    assert (thorough.tile_scale, thorough.overlap, thorough.tta, thorough.precision) == (
+        1, 0.5, "flips", "float32",
+    )  # fmt: skip
+    assert PredictConfig.preset("thorough", overlap=0.3).overlap == 0.3
+    for name, fields in PREDICT_PRESETS.items():
+        assert PredictConfig.preset(name).model_dump() == {**PredictConfig().model_dump(), **fields}
+    with pytest.raises(ConfigError, match="unknown predict preset 'quick'; expected one of fast"):
+        PredictConfig.preset("quick")
+    with pytest.raises(ConfigError, match=r"preset 'fast':\n  overlap"):
+        PredictConfig.preset("fast", overlap=2.0)

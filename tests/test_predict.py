@@ -125,7 +125,7 @@ def test_lazy_api_matches_batch(collection, tiny_ensemble, tmp_path):
     info = read_ensemble(tiny_ensemble)
     ref = io.open_collection(collection / "a.zarr")[0]
     res = predict_collection([ref], info, tmp_path / "o", config=_opts((64, 64)))
-    ds = predict(collection / "a.zarr", tiny_ensemble, block_shape=(48, 48))
+    ds = predict(collection / "a.zarr", tiny_ensemble, block_shape=(48, 48), tile_shape=(64, 64))
     assert ds.labels.dims == ("y", "x") and ds.probabilities.shape == (2, 131, 97)
     u, _, labels = _read_outputs(tmp_path / "o", "a")
     np.testing.assert_array_equal(ds.labels.values, labels)
@@ -134,6 +134,32 @@ def test_lazy_api_matches_batch(collection, tiny_ensemble, tmp_path):
     tree = predict(collection, tiny_ensemble)
     assert set(tree.children) == {"a", "b"}
     assert np.isfinite(float(tree["b"].ds.U)) or tree["b"].ds.labels.values.max() == 0
+
+
+def test_default_window_is_the_scaled_tile_fitted_to_each_image(collection, tiny_ensemble,
+                                                               tmp_path):  # fmt: skip
+    """tile_shape None: the ensemble's 64² tile times tile_scale 2, cut to what each image needs
+    (a: 131 x 97 -> 128 x 128; b: 64 x 150 -> 64 x 128), recorded per image, and equal to an
+    explicit run with that window."""
+    info = read_ensemble(tiny_ensemble)
+    refs = io.open_collection(collection)
+    auto = _opts((48, 48)).model_copy(update={"tile_shape": None, "tile_scale": 2})
+    res = predict_collection(refs, info, tmp_path / "auto", config=auto)
+    windows = res["images"].set_index("image")["window"].to_dict()
+    assert windows == {"a": "128x128", "b": "64x128"}
+    for name, window in (("a", (128, 128)), ("b", (64, 128))):
+        ref = [r for r in refs if r.name == name]
+        explicit = _opts((48, 48)).model_copy(update={"tile_shape": window})
+        predict_collection(ref, info, tmp_path / f"explicit_{name}", config=explicit)
+        got, want = (
+            _read_outputs(tmp_path / "auto", name),
+            _read_outputs(tmp_path / f"explicit_{name}", name),
+        )
+        np.testing.assert_array_equal(got[2], want[2])
+        np.testing.assert_array_equal(got[0], want[0])
+    one = _opts((48, 48)).model_copy(update={"tile_shape": None, "tile_scale": 1})
+    res1 = predict_collection(refs, info, tmp_path / "scale1", config=one)
+    assert set(res1["images"]["window"]) == {"64x64"}
 
 
 def test_cli_bad_images_recorded_rest_complete(tmp_path, tiny_ensemble, capsys):

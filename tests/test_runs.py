@@ -138,8 +138,9 @@ def _train_config(**kw):
     "extra, difference",
     [
         (["--tta", "flips"], "config.tta: 'none' -> 'flips'"),
-        (["--tile", "32", "32"], "config.tile_shape: [64, 64] -> [32, 32]"),
-        (["--overlap", "0.25"], "config.overlap: 0.5 -> 0.25"),
+        (["--tile", "32", "32"], "config.tile_shape: None -> [32, 32]"),
+        (["--tile-scale", "1"], "config.tile_scale: 4 -> 1"),
+        (["--overlap", "0.5"], "config.overlap: 0.25 -> 0.5"),
     ],
 )
 def test_predict_rerun_with_another_request_is_refused(trained, capsys, extra, difference):

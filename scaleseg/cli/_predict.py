@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import PREDICT_PRESETS
 from ._common import add_cluster_args, add_config_arg, client_from_args, say
 
 
@@ -25,7 +26,23 @@ def register(sub) -> None:
     )
     p.add_argument("--where", help="filter rows of a CSV --images-file, e.g. split=test")
     p.add_argument(
-        "--tile", type=int, nargs=2, metavar=("Y", "X"), help="window (default: the ensemble's)"
+        "--preset",
+        choices=list(PREDICT_PRESETS),
+        help="a named point of the speed-quality frontier (README: Speed and quality); the "
+        "other flags change it further",
+    )
+    p.add_argument(
+        "--tile",
+        type=int,
+        nargs=2,
+        metavar=("Y", "X"),
+        help="window (default: the ensemble's tile times --tile-scale, fitted to the image)",
+    )
+    p.add_argument(
+        "--tile-scale",
+        type=int,
+        metavar="N",
+        help="without --tile: windows N times the ensemble's training tile (default 2)",
     )
     p.add_argument("--overlap", type=float, help="window overlap fraction (default 0.5)")
     p.add_argument(
@@ -76,8 +93,10 @@ def run(args: argparse.Namespace, cfg) -> int:
     from .. import predict
     from ._instances import instances_config
 
+    if args.preset:  # on top of the settings file, under the explicit flags
+        cfg = cfg.updated("predict", **PREDICT_PRESETS[args.preset])
     cfg = cfg.updated(
-        "predict", tile_shape=args.tile, overlap=args.overlap, block_shape=args.block,
+        "predict", tile_shape=args.tile, tile_scale=args.tile_scale, overlap=args.overlap, block_shape=args.block,
         chunks=args.chunks, ngff_version=args.ngff, tta=args.tta, batch_size=args.batch_size,
         engine=args.engine, precision=args.precision,
         threshold=args.threshold, write_probabilities=False if args.no_probabilities else None,

@@ -111,8 +111,8 @@ def compute_ensemble_block(
     image, core: tuple[slice, slice], info, config: PredictConfig, *, device, name: str = ""
 ) -> dict[str, Any]:
     """:func:`compute_block` with the models, normalisation and settings of an ensemble
-    (models from the per-process cache). ``config.tile_shape`` must be set
-    (:meth:`~scaleseg.config.PredictConfig.for_ensemble`)."""
+    (models from the per-process cache), with the image's window
+    (:meth:`~scaleseg.config.PredictConfig.window_for`)."""
     from ..models import Normalization
     from ._models import get_feature_stats, get_models
 
@@ -127,12 +127,13 @@ def compute_ensemble_block(
             while len(_BOUND) > 16:
                 _BOUND.pop(next(iter(_BOUND)))
         normalization = bound
+    window = config.window_for(image.shape, info.tile_shape)
     return compute_block(
         image,
         core,
-        models=get_models(info, device, config.engine, config.tile_shape, config.precision),
+        models=get_models(info, device, config.engine, window, config.precision),
         normalization=normalization,
-        tile_shape=tuple(config.tile_shape),
+        tile_shape=window,
         overlap=config.overlap,
         n_classes=info.n_classes,
         n_extra=info.n_extra,

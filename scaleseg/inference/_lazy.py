@@ -136,7 +136,6 @@ def predict_lazy(source, ensemble: str | Path | EnsembleInfo, *, config: Predict
     config = config if config is not None else PredictConfig()
     if settings:
         config = PredictConfig.model_validate({**config.model_dump(), **settings})
-    config = config.for_ensemble(info.tile_shape)
     refs = [source] if isinstance(source, ImageRef) else open_collection(source)
     if len(refs) == 1 and not _is_collection(source):
         return _image_dataset(refs[0], info, config)

@@ -159,8 +159,9 @@ def get_models(
     engine = resolve_engine(engine, device, precision)
     precision = resolve_precision(precision, device)
     tile = tuple(int(t) for t in (tile_shape or info.tile_shape))
-    key = (info.checksums, str(device), engine,
-           (tile, precision) if engine != "torch" else None)  # fmt: skip
+    # graph members load one graph per window shape met (images of other sizes get other
+    # windows): the first is loaded here, the others on use, so the tile is not in the key
+    key = (info.checksums, str(device), engine, precision if engine != "torch" else None)
     with _LOCK:
         cached = _CACHE.get(key)
         if cached is not None:

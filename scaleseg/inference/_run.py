@@ -165,6 +165,7 @@ def predict_unit(
         "device": str(device),
         "engine": resolve_engine(config.engine, device, config.precision),
         "precision": resolve_precision(config.precision, device),
+        "window": list(config.window_for(image.shape, info.tile_shape)),
     }
     if done is not None:
         record["instances"] = done
@@ -291,7 +292,6 @@ def plan_units(
         Units found finished in the manifest.
     """
     out = Path(out)
-    config = config.for_ensemble(info.tile_shape)
     rows: dict[str, dict[str, Any]] = {}
     units: list[PredictUnit] = []
     n_done = 0
@@ -376,7 +376,6 @@ def predict_collection(
             f"has {info.n_classes}"
         )
     out = Path(out)
-    config = config.for_ensemble(info.tile_shape)
     rows, units, n_done_before = plan_units(refs, info, out, config=config,
                                             torch_threads=torch_threads)  # fmt: skip
     if set_total:
@@ -451,6 +450,8 @@ def _images_table(
         row["n_forward"] = sum(r["n_forward"] for r in recs)
         row["engine"] = ",".join(sorted({r.get("engine", "torch") for r in recs}))
         row["precision"] = ",".join(sorted({r.get("precision", "float32") for r in recs}))
+        row["window"] = ",".join(sorted({"x".join(map(str, r["window"])) for r in recs
+                                         if r.get("window")}))  # fmt: skip
         for key in ("seconds", "seconds_read", "seconds_model", "seconds_write"):
             row[key] = round(sum(r[key] for r in recs), 3)
     table = pd.DataFrame(list(rows.values()))

@@ -93,14 +93,19 @@ def export_graph(model: nn.Module, path: str | os.PathLike, *, tile_shape, in_ch
                       optimize=True)  # fmt: skip
 
 
+#: graphs (window shapes) a member keeps loaded: an archive of many image sizes stays bounded
+MAX_SHAPES = 8
+
+
 class GraphModel:
     """A member run by a graph engine: ``model(x)`` -> logits (float32 torch tensor on the
     CPU); the pooled features go to the list of the calling thread's active capture
     (:attr:`feature_store`).
 
     Graphs have a fixed window shape (faster than dynamic ones): one is loaded per input shape
-    met -- the tile, and its transpose under dihedral test-time augmentation -- exported from
-    ``source()`` (the torch member) into the per-user cache when missing.
+    met -- the image's window, and its transpose under dihedral test-time augmentation --
+    exported from ``source()`` (the torch member) into the per-user cache when missing; at most
+    :data:`MAX_SHAPES` stay loaded.
     """
 
     def __init__(self, engine: str, source, *, weights_sha256: str, in_channels: int,
@@ -118,26 +123,33 @@ class GraphModel:
             raise ValueError(f"engine {engine} does not run in {precision}")
         self._source = source
         self._runs: dict[tuple[int, int], object] = {}
+        self._lock = threading.RLock()
         #: thread id -> the list of an active capture in that thread
         self.feature_store: dict[int, list] = {}
 
     def load(self, tile_shape) -> Path:
         """Load (exporting first if needed) the graph for ``tile_shape`` windows; its path."""
         shape = tuple(int(v) for v in tile_shape)
-        path = graph_path(self.weights_sha256, shape, self.in_channels)
-        if shape not in self._runs:
-            if not path.is_file():
-                export_graph(self._source(), path, tile_shape=shape, in_channels=self.in_channels)
-            self._runs[shape] = _RUNNERS[self.engine](path, self.threads, self.precision)
-        return path
+        self._runner(shape)
+        return graph_path(self.weights_sha256, shape, self.in_channels)
+
+    def _runner(self, shape: tuple[int, int]):
+        with self._lock:  # threads of one worker share the member
+            run = self._runs.get(shape)
+            if run is None:
+                path = graph_path(self.weights_sha256, shape, self.in_channels)
+                if not path.is_file():
+                    export_graph(self._source(), path, tile_shape=shape,
+                                 in_channels=self.in_channels)  # fmt: skip
+                while len(self._runs) >= MAX_SHAPES:  # the least recently loaded goes first
+                    self._runs.pop(next(iter(self._runs)))
+                run = self._runs[shape] = _RUNNERS[self.engine](path, self.threads,
+                                                                self.precision)  # fmt: skip
+            return run
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        shape = tuple(x.shape[-2:])
-        if shape not in self._runs:
-            self.load(shape)
-        logits, features = self._runs[shape](
-            x.detach().to("cpu", torch.float32).contiguous().numpy()
-        )
+        run = self._runner(tuple(int(v) for v in x.shape[-2:]))
+        logits, features = run(x.detach().to("cpu", torch.float32).contiguous().numpy())
         store = self.feature_store.get(threading.get_ident())
         if store is not None:
             store.append(torch.from_numpy(features))

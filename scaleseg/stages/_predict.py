@@ -167,7 +167,6 @@ def predict(
     config = config if config is not None else PredictConfig()
     info = read_ensemble(ensemble)
     verify_ensemble(info)
-    config = config.for_ensemble(info.tile_shape)
     if info.scale != 1.0:
         raise ValueError(
             f"{ensemble}: ensembles trained with scale {info.scale} cannot be applied by predict "
