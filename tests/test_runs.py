@@ -141,6 +141,7 @@ def _train_config(**kw):
         (["--tile", "32", "32"], "config.tile_shape: None -> [32, 32]"),
         (["--tile-scale", "1"], "config.tile_scale: 4 -> 1"),
         (["--overlap", "0.5"], "config.overlap: 0.25 -> 0.5"),
+        (["--preset", "thorough"], "config.tile_scale: 4 -> 1"),
     ],
 )
 def test_predict_rerun_with_another_request_is_refused(trained, capsys, extra, difference):
@@ -153,6 +154,16 @@ def test_predict_rerun_with_another_request_is_refused(trained, capsys, extra, d
     rc, _, err = run_cli(argv, capsys)
     assert rc == 1 and difference in err and "--overwrite" in err, err
     assert _untouched(trained) == before
+
+
+def test_predict_preset_sits_under_the_explicit_flags(trained, capsys):
+    """--preset thorough with --overlap / --tile-scale given: only the preset's other fields
+    differ from the stored (default) request."""
+    argv = _predict(trained, trained["pred"])
+    argv += ["--preset", "thorough", "--overlap", "0.25", "--tile-scale", "4"]
+    rc, _, err = run_cli(argv, capsys)
+    assert rc == 1 and "config.precision: 'auto' -> 'float32'" in err, err
+    assert "config.overlap" not in err and "config.tile_scale" not in err
 
 
 def test_predict_with_other_models_is_refused(trained, capsys, tmp_path):
