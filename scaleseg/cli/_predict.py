@@ -31,14 +31,15 @@ def register(sub) -> None:
         help="a named point of the speed-quality frontier (README: Speed and quality); the "
         "other flags change it further",
     )
-    p.add_argument(
+    window = p.add_mutually_exclusive_group()
+    window.add_argument(
         "--tile",
         type=int,
         nargs=2,
         metavar=("Y", "X"),
         help="window (default: the ensemble's tile times --tile-scale, fitted to the image)",
     )
-    p.add_argument(
+    window.add_argument(
         "--tile-scale",
         type=int,
         metavar="N",
