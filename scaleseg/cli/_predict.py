@@ -43,7 +43,7 @@ def register(sub) -> None:
         "--tile-scale",
         type=int,
         metavar="N",
-        help="without --tile: windows N times the ensemble's training tile (default 2)",
+        help="without --tile: windows N times the ensemble's training tile (default 4)",
     )
     p.add_argument("--overlap", type=float, help="window overlap fraction (default 0.5)")
     p.add_argument(
