@@ -52,6 +52,40 @@ def client():
     cluster.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cli_default_cluster(request):
+    """``train`` / ``predict`` without ``--cluster`` connect to the configured profile
+    (``scaleseg.cluster.profile``): in the tests, the warm session cluster above, instead of a
+    fresh LocalCluster per command (~8 s of worker start-up and imports each). Session-wide,
+    so that module fixtures see it too. Tests that name ``--cluster local`` still start their
+    own; tests of the default itself are marked ``own_default_cluster`` (below); a run of
+    only ``slurm`` tests starts no session cluster."""
+    items = getattr(request.session, "items", [])
+    if items and all("slurm" in item.keywords for item in items):
+        yield
+        return
+    import dask.config
+
+    address = request.getfixturevalue("client").scheduler.address
+    with dask.config.set({"scaleseg.cluster.profile": address}):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _own_default_cluster(request):
+    """``@pytest.mark.own_default_cluster``: the package's default profile again."""
+    if request.node.get_closest_marker("own_default_cluster") is None:
+        yield
+        return
+    import dask.config
+
+    from scaleseg.cluster import load_defaults
+
+    load_defaults()
+    with dask.config.set({"scaleseg.cluster.profile": "local"}):
+        yield
+
+
 def make_random_ensemble(
     path,
     *,

@@ -123,11 +123,19 @@ class SlurmCluster:
 
 
 _SESSION: dict[str, str] = {}
+_FIGURES: list[str] = []
+
+
+def report(line: str) -> None:
+    """A figure for the end of the session (jobs submitted, recovery times)."""
+    _FIGURES.append(line)
 
 
 def pytest_terminal_summary(terminalreporter):
     if "started" in _SESSION:
         terminalreporter.write_line(_SESSION["started"])
+    for line in _FIGURES:
+        terminalreporter.write_line(line)
 
 
 def _unavailable(reason: str):

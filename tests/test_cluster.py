@@ -17,6 +17,7 @@ from scaleseg.cluster import (
 )
 
 
+@pytest.mark.own_default_cluster
 def test_defaults_loaded_and_overridable(monkeypatch):
     assert get_setting("cluster.profile") == "local"
     assert get_setting("cluster.torch-threads") == 1
@@ -113,6 +114,7 @@ def test_recipes_set_values_never_code(tmp_path, text, message):
         get_client(str(path))
 
 
+@pytest.mark.own_default_cluster
 def test_recipe_profile_that_names_a_class_is_an_unknown_profile(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("scaleseg: {cluster: {profile: distributed.LocalCluster}}")
@@ -348,3 +350,32 @@ def test_map_units_keeps_a_bounded_number_of_units_in_flight(client, monkeypatch
     ]
     # window 6, plus a task or two the scheduler has not forgotten yet: never all 80 at once
     assert len(seen) > 5 and 0 < max(seen) <= 8
+
+
+@pytest.mark.own_default_cluster
+def test_predict_without_cluster_uses_the_configured_profile(
+    client, tiny_ensemble, tmp_path, capsys
+):
+    """``DASK_SCALESEG__CLUSTER__PROFILE`` (here dask.config) is what train / predict use
+    when ``--cluster`` is not given; sizing flags are refused for a running scheduler."""
+    import dask.config
+    import numpy as np
+
+    from scaleseg import io
+    from scaleseg.cli import main
+
+    io.write_image(tmp_path / "col" / "a.zarr", np.zeros((1, 64, 64), np.uint8), n_levels=1)
+    argv = ["predict", "--ensemble", str(tiny_ensemble), "--input", str(tmp_path / "col"),
+            "--tta", "none", "--output"]  # fmt: skip
+    address = client.scheduler.address
+    with dask.config.set({"scaleseg.cluster.profile": address}):
+        assert main([*argv, str(tmp_path / "p1")]) == 0
+        assert f"Dask cluster: {address} with 2 workers" in capsys.readouterr().out
+        assert main([*argv, str(tmp_path / "p2"), "--workers", "3"]) != 0
+        err = capsys.readouterr().err
+        assert f"{address} is a running scheduler: n_workers size a cluster" in err
+    assert main([*argv, str(tmp_path / "p4"), "--scheduler", address, "--workers", "3"]) != 0
+    assert "is a running scheduler" in capsys.readouterr().err  # not silently ignored
+    with dask.config.set({"scaleseg.cluster.profile": "no-such-profile"}):
+        assert main([*argv, str(tmp_path / "p3")]) != 0
+        assert "unknown cluster profile 'no-such-profile'" in capsys.readouterr().err

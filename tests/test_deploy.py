@@ -8,6 +8,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -126,6 +127,83 @@ def test_slurm_job_script_carries_gpu_directives_and_resources():
     assert "export HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1" in lines
 
 
+def test_a_site_file_overrides_the_recipe_value_by_value(tmp_path):
+    """``--cluster recipe --cluster site.yaml``: the site's values win, the rest stays as
+    shipped (a list such as job-extra-directives is replaced whole)."""
+    pytest.importorskip("dask_jobqueue")
+    site = tmp_path / "site.yaml"
+    site.write_text("jobqueue:\n  slurm:\n    queue: short\n    cores: 2\n"
+                    "    job-extra-directives: [--gres=gpu:a100:1, --constraint=ib]\n")  # fmt: skip
+    recipe = load_recipe(DEPLOY / "slurm" / "jobqueue.yaml", site)
+    assert recipe["scaleseg"]["cluster"]["profile"] == "slurm"  # from the recipe
+    with apply_recipe(recipe):
+        cluster = make_cluster("slurm", scale=False)
+        try:
+            script = cluster.job_script()
+        finally:
+            cluster.close()
+    directives = [ln for ln in script.splitlines() if ln.startswith("#SBATCH")]
+    assert "#SBATCH -p short" in directives and "#SBATCH --cpus-per-task=2" in directives
+    assert "#SBATCH --gres=gpu:a100:1" in directives and "#SBATCH --constraint=ib" in directives
+    assert "#SBATCH --gres=gpu:1" not in directives
+    assert "#SBATCH --mem=30G" in directives  # the recipe's 32GB, untouched
+    assert "--lifetime 110m" in script
+
+
+def test_site_files_are_checked_like_recipes(tmp_path):
+    recipe = DEPLOY / "slurm" / "jobqueue.yaml"
+    code = tmp_path / "code.yaml"
+    code.write_text("distributed:\n  worker:\n    preload: [evil]\n")
+    with pytest.raises(ValueError, match=r"code\.yaml: distributed\.worker\.preload names Python"):
+        load_recipe(recipe, code)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("scaleseg:\n  cluster:\n    torch-thread: 2\n")
+    with pytest.raises(ValueError, match=r"typo\.yaml: scaleseg\.cluster\.torch-thread: unknown"):
+        load_recipe(recipe, typo)
+    with pytest.raises(FileNotFoundError, match="missing.yaml: no such cluster recipe"):
+        load_recipe(recipe, tmp_path / "missing.yaml")
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("jobqueue:\n  slurm:\n    cores: 2\n")
+    with pytest.raises(ValueError, match="sets no scaleseg.cluster.profile"):
+        load_recipe(bare)  # a site file alone is no recipe
+    from scaleseg.cluster._client import _recipe_files
+
+    with pytest.raises(ValueError, match="only recipe files"):
+        _recipe_files(["local", str(bare)])
+
+
+def test_cluster_repeated_on_the_command_line_lays_site_files_over_the_recipe():
+    from scaleseg.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["predict", "--ensemble", "e", "--input", "i", "--output", "o",
+                              "--cluster", "r.yaml", "--cluster", "s.yaml"])  # fmt: skip
+    assert args.cluster == ["r.yaml", "s.yaml"]
+    args = parser.parse_args(["predict", "--ensemble", "e", "--input", "i", "--output", "o"])
+    assert args.cluster is None and args.cluster_by_default  # the configured profile
+
+
+def test_a_second_recipe_session_keeps_the_library_defaults():
+    """Leaving a recipe's context undoes what it set; the dask-jobqueue defaults registered
+    meanwhile must survive it, or the next session in the same process (a notebook) fails.
+    A fresh interpreter: dask_jobqueue must not be imported before the first session."""
+    pytest.importorskip("dask_jobqueue")
+    code = (
+        "import sys, dask.config\n"
+        "from scaleseg.cluster import apply_recipe, load_recipe, make_cluster\n"
+        "assert 'dask_jobqueue' not in sys.modules\n"
+        f"recipe = load_recipe({str(DEPLOY / 'slurm' / 'jobqueue.yaml')!r})\n"
+        "for _ in range(2):\n"
+        "    with apply_recipe(recipe):\n"
+        "        make_cluster('slurm', scale=False).close()\n"
+        "print(dask.config.get('jobqueue.slurm.interface', default='missing'))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() != "missing"
+
+
 def test_slurm_adaptive_scaling_from_the_recipe():
     pytest.importorskip("dask_jobqueue")
     recipe = load_recipe(DEPLOY / "slurm" / "jobqueue.yaml")
@@ -178,6 +256,8 @@ def test_sbatch_script_is_valid_and_runs_a_gpu_batch():
     )
     from scaleseg.cli import build_parser
 
+    assert "${PREDICT_ARGS:-}" in command  # the user's extra options (empty by default)
+    command = command.replace("${PREDICT_ARGS:-}", "")
     args = build_parser().parse_args(_scaleseg_argv(shlex.split(command)))
     assert args.command == "predict" and args.scheduler and args.performance_report
 

@@ -183,10 +183,6 @@ def test_train_cli_and_export(archive, tmp_path, capsys):
         "--export",
         "torchscript",
         "onnx",
-        "--cluster",
-        "local",
-        "--workers",
-        "1",
     ]
     assert main(argv) == 0
     text = capsys.readouterr().out

@@ -32,17 +32,32 @@ def add_config_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _ClusterAction(argparse.Action):
+    """``--cluster`` once: a profile, recipe or address; again: site files over the recipe
+    (``--cluster deploy/slurm/jobqueue.yaml --cluster site.yaml``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest)
+        setattr(namespace, self.dest, [*(current if isinstance(current, list) else []), values])
+
+
 def add_cluster_args(parser: argparse.ArgumentParser, *, default_local: bool) -> None:
     g = parser.add_argument_group("cluster")
     g.add_argument(
         "--cluster",
         metavar="PROFILE",
-        default="local" if default_local else None,
-        help="cluster profile: local{}, local-cuda, slurm, kubernetes, or a recipe file "
-        "(deploy/slurm/jobqueue.yaml)".format(
-            " (the default)" if default_local else " (default: run in this process)"
+        action=_ClusterAction,
+        default=None,
+        help="cluster profile: local, local-cuda, slurm, kubernetes, or a recipe file "
+        "(deploy/slurm/jobqueue.yaml); repeat it to lay site files over a recipe, later "
+        "values winning (--cluster deploy/slurm/jobqueue.yaml --cluster site.yaml); {}".format(
+            "default: scaleseg.cluster.profile of the dask config ('local' unless set, e.g. "
+            "DASK_SCALESEG__CLUSTER__PROFILE=local-cuda)"
+            if default_local
+            else "default: run in this process"
         ),
     )
+    parser.set_defaults(cluster_by_default=default_local)
     g.add_argument(
         "--scheduler",
         metavar="ADDRESS",
@@ -99,18 +114,28 @@ class _LazyClient:
         return getattr(self._get(), name)
 
 
+def _target(args: argparse.Namespace):
+    """``--scheduler``, else ``--cluster``, else (train, predict) the configured profile."""
+    if args.scheduler or args.cluster:
+        return args.scheduler or args.cluster
+    if getattr(args, "cluster_by_default", False):
+        from ..cluster import get_setting
+
+        return str(get_setting("cluster.profile", "local"))
+    return None
+
+
 @contextmanager
 def _session(args: argparse.Namespace) -> Iterator[Any]:
     from ..cluster import cluster_session, dashboard_link
     from ..cluster._observe import watch_units
 
-    target = args.scheduler or args.cluster
-    kwargs = {"n_workers": args.workers} if args.workers and not args.scheduler else {}
+    target = _target(args)
+    kwargs = {"n_workers": args.workers} if args.workers else {}  # refused for a scheduler
     with cluster_session(target, **kwargs) as client:
         n = len(client.scheduler_info().get("workers", {}))
-        say(
-            f"Dask cluster: {target} with {n} workers; dashboard: {dashboard_link(client) or 'none'}"
-        )
+        name = " + ".join(target) if isinstance(target, list) else target
+        say(f"Dask cluster: {name} with {n} workers; dashboard: {dashboard_link(client) or 'none'}")
         _unit_logger()
         summary = watch_units(client)
         try:
@@ -137,7 +162,7 @@ def client_from_args(args: argparse.Namespace) -> Iterator[Any]:
     summary line per stage every 30 s and at the end; every unit (key, image / block or fold,
     worker, seconds) with ``--verbose``, every failed unit always.
     """
-    if (args.scheduler or args.cluster) is None:
+    if _target(args) is None:
         yield None
         return
     with ExitStack() as stack:

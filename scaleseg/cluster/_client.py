@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -152,6 +152,29 @@ def _is_recipe(target: str) -> bool:
     return target.endswith((".yaml", ".yml"))
 
 
+def _single(target: Any) -> Any:
+    """A one-element list (``--cluster`` given once) is its element."""
+    if isinstance(target, (list, tuple)) and len(target) == 1:
+        return str(target[0])
+    return target
+
+
+def _recipe_files(target: Any) -> list[str] | None:
+    """The recipe files named by ``target`` (one, or a recipe and its site overrides in a
+    list), or ``None`` for a profile name / address."""
+    if isinstance(target, (list, tuple)):
+        names = [str(t) for t in target]
+        if len(names) == 1:
+            return _recipe_files(names[0])
+        if len(names) < 2 or not all(map(_is_recipe, names)):
+            raise ValueError(
+                f"several cluster targets {names}: only recipe files (*.yaml) can be combined "
+                "(the first is the recipe, the later ones override its values)"
+            )
+        return names
+    return [str(target)] if target is not None and _is_recipe(str(target)) else None
+
+
 def make_cluster(
     profile: str,
     *,
@@ -180,7 +203,7 @@ def make_cluster(
 
 
 def get_client(
-    profile_or_address: str | None = None,
+    profile_or_address: str | Sequence[str] | None = None,
     *,
     n_workers: int | None = None,
     threads_per_worker: int | None = None,
@@ -199,7 +222,8 @@ def get_client(
         ``jobqueue.slurm`` in dask.config), ``"kubernetes"`` (dask-kubernetes ``KubeCluster``
         from the spec in ``scaleseg.cluster.kubernetes.spec``), a recipe file such as
         ``deploy/slurm/jobqueue.yaml`` (merged into this process's dask.config -- never
-        written to disk -- and its ``scaleseg.cluster.profile`` used), or a scheduler address
+        written to disk -- and its ``scaleseg.cluster.profile`` used), a list of a recipe and
+        site files that override its values in order (:func:`load_recipe`), or a scheduler address
         such as ``tcp://host:8786`` / ``tls://host:8786`` (TLS credentials come from
         ``distributed.comm.tls`` in dask.config), or a scheduler file (``*.json``, from
         ``dask scheduler --scheduler-file``). ``None`` reads ``scaleseg.cluster.profile``.
@@ -212,10 +236,20 @@ def get_client(
     """
     from distributed import Client
 
+    profile_or_address = _single(profile_or_address)
+    if recipes := _recipe_files(profile_or_address):
+        apply_recipe(load_recipe(*recipes))  # in memory, for this process
+        profile_or_address = None
     target = str(profile_or_address or get_setting("cluster.profile", "local"))
-    if _is_recipe(target):
-        apply_recipe(load_recipe(target))  # in memory, for this process
-        target = str(get_setting("cluster.profile"))
+    if _ADDRESS.match(target) or target.endswith(".json"):
+        asked = {"n_workers": n_workers, "threads_per_worker": threads_per_worker,
+                 "memory_limit": memory_limit, "dashboard_address": dashboard_address,
+                 **cluster_kwargs}  # fmt: skip
+        if given := sorted(k for k, v in asked.items() if v is not None):
+            raise ValueError(
+                f"{target} is a running scheduler: {', '.join(given)} size a cluster that "
+                "scaleseg starts (a profile or recipe), not one it connects to"
+            )
     if _ADDRESS.match(target):
         return Client(target)
     if target.endswith(".json"):  # a scheduler file (dask scheduler --scheduler-file)
@@ -238,16 +272,18 @@ def get_client(
 
 
 @contextmanager
-def cluster_session(profile_or_address: str | None = None, **kwargs: Any) -> Iterator[Any]:
+def cluster_session(
+    profile_or_address: str | Sequence[str] | None = None, **kwargs: Any
+) -> Iterator[Any]:
     """``with cluster_session("local") as client:`` -- closes the client and any cluster it made.
 
     A recipe file's settings apply inside the block only.
     """
 
-    target = profile_or_address
+    target = _single(profile_or_address)
     with ExitStack() as stack:
-        if target is not None and _is_recipe(str(target)):
-            stack.enter_context(apply_recipe(load_recipe(target)))
+        if recipes := _recipe_files(target):
+            stack.enter_context(apply_recipe(load_recipe(*recipes)))
             target = str(get_setting("cluster.profile"))
         client = get_client(target, **kwargs)
         try:

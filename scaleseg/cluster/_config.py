@@ -8,6 +8,7 @@ a recipe chooses values, never code.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,11 @@ CLUSTER_KEYS: dict[str, Any] = {
         "adapt": {"minimum": None, "maximum": None},
     },
 }
+
+# sections whose defaults a library registers with dask.config when it is imported: imported
+# before a recipe is applied, so that leaving a recipe's context (``dask.config.set`` undoes
+# what it added) never removes the library's defaults with it (a second session in a notebook)
+_LIBRARY_DEFAULTS = {"jobqueue": "dask_jobqueue", "kubernetes": "dask_kubernetes"}
 
 # dask / distributed settings whose value is imported and run (a module, a class, a function)
 _CODE_KEYS = ("preload", "preload-argv", "security-loader", "plugins", "job-cls", "cluster-cls")
@@ -91,22 +97,8 @@ def _check_no_code(node: Any, path: str, source: str) -> None:
             _check_no_code(value, f"{path}{key}.", source)
 
 
-def load_recipe(path: str | Path) -> dict[str, Any]:
-    """Parse a deploy recipe (dask configuration YAML) and validate it.
-
-    Returns
-    -------
-    dict
-        The configuration, ready for ``dask.config.set``. It must name
-        ``scaleseg.cluster.profile``.
-
-    Raises
-    ------
-    FileNotFoundError, ValueError
-        Missing or unreadable file, YAML errors, unknown ``scaleseg.cluster`` keys, settings
-        that name Python code, or no profile.
-    """
-    path = Path(path)
+def _read_recipe(path: Path) -> dict[str, Any]:
+    """One recipe file, parsed and checked (no code, known ``scaleseg.cluster`` keys)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such cluster recipe")
     try:
@@ -117,12 +109,58 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: a recipe is a YAML mapping, got {type(data).__name__}")
     _check_no_code(data, "", str(path))
     section = (data.get("scaleseg") or {}).get("cluster")
-    if not section or not section.get("profile"):
-        raise ValueError(f"{path}: the recipe sets no scaleseg.cluster.profile")
-    check_cluster_settings(section, where=f"{path}: scaleseg.cluster")
-    kube = section.get("kubernetes") or {}
-    if kube.get("spec") and not Path(kube["spec"]).is_absolute():
-        kube["spec"] = str((path.parent / kube["spec"]).resolve())  # relative to the recipe
+    if section:
+        check_cluster_settings(section, where=f"{path}: scaleseg.cluster")
+        kube = section.get("kubernetes") or {}
+        if kube.get("spec") and not Path(kube["spec"]).is_absolute():
+            kube["spec"] = str((path.parent / kube["spec"]).resolve())  # relative to the recipe
+    return data
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, value by value (a list or a scalar replaces the old one)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_recipe(path: str | Path, *overrides: str | Path) -> dict[str, Any]:
+    """Parse a deploy recipe (dask configuration YAML) and validate it.
+
+    Parameters
+    ----------
+    path : str or Path
+        The recipe, e.g. ``deploy/slurm/jobqueue.yaml``.
+    *overrides : str or Path
+        Site files laid over it in order, value by value (a list such as
+        ``job-extra-directives`` is replaced whole): the recipe stays as shipped and a small
+        file holds what differs at a site (partition, cores, memory, GPUs). They are checked
+        the same way and need not name a profile.
+
+    Returns
+    -------
+    dict
+        The configuration, ready for ``dask.config.set``. It must name
+        ``scaleseg.cluster.profile`` (in the recipe or an override).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Missing or unreadable file, YAML errors, unknown ``scaleseg.cluster`` keys, settings
+        that name Python code, or no profile.
+    """
+    paths = [Path(p) for p in (path, *overrides)]
+    data: dict[str, Any] = {}
+    for p in paths:
+        data = _merge(data, _read_recipe(p))
+    section = (data.get("scaleseg") or {}).get("cluster") or {}
+    if not section.get("profile"):
+        where = paths[0] if len(paths) == 1 else " + ".join(map(str, paths))
+        raise ValueError(f"{where}: the recipe sets no scaleseg.cluster.profile")
     return data
 
 
@@ -141,4 +179,10 @@ def apply_recipe(recipe: Mapping[str, Any]):
     """``dask.config.set`` of a recipe's leaf values (merged into the defaults, never replacing a
     whole section); use it as a context manager, or call it to apply for the process."""
     load_defaults()
+    for section, module in _LIBRARY_DEFAULTS.items():
+        if section in recipe:  # its defaults registered before the recipe is laid over them
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                pass  # the profile that needs it says how to install it
     return dask.config.set(_flatten(recipe))
