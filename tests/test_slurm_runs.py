@@ -368,7 +368,8 @@ def test_predict_sbatch_cancelled_then_resubmitted_resumes(slurm, work, referenc
     ]  # fmt: skip
 
     def submit() -> int:
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30,
+                              cwd=tmp_path)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         return int(proc.stdout.strip().split(";")[0])
 
@@ -387,6 +388,7 @@ def test_predict_sbatch_cancelled_then_resubmitted_resumes(slurm, work, referenc
     assert resumed >= done, log[-3000:]
     assert f"({N_UNITS - resumed} units run, {resumed} resumed)" in log
     slurm.wait_for_empty_queue()
+    assert not list(tmp_path.glob("dask-scheduler-*.json"))  # both jobs removed their file
     assert_same_prediction(out, reference)
     report(
         f"SLURM predict.sbatch: job {first} cancelled at {done}/{N_UNITS} units; job {second} "
