@@ -204,8 +204,21 @@ def test_a_second_recipe_session_keeps_the_library_defaults():
     assert proc.stdout.strip() != "missing"
 
 
-def test_slurm_adaptive_scaling_from_the_recipe():
+def test_slurm_without_sbatch_is_refused_before_any_job(tmp_path, monkeypatch):
+    """No SLURM here: a clear error at once, not an adaptive loop retrying forever."""
     pytest.importorskip("dask_jobqueue")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch on it
+    with apply_recipe(load_recipe(DEPLOY / "slurm" / "jobqueue.yaml")):
+        with pytest.raises(RuntimeError, match="sbatch is not on PATH"):
+            make_cluster("slurm")
+
+
+def test_slurm_adaptive_scaling_from_the_recipe(monkeypatch):
+    pytest.importorskip("dask_jobqueue")
+    from scaleseg.cluster import _client
+
+    # offline: there is no SLURM to ask whether it would take the worker job
+    monkeypatch.setattr(_client, "_check_submittable", lambda cluster: None)
     recipe = load_recipe(DEPLOY / "slurm" / "jobqueue.yaml")
     with apply_recipe(recipe):
         cluster = make_cluster("slurm")  # minimum 0: adapt submits nothing while idle

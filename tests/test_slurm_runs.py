@@ -261,6 +261,21 @@ def test_adaptive_scaling_releases_idle_worker_jobs(slurm, tmp_path, monkeypatch
     report(f"SLURM adaptive: work done {up:.0f} s after submit; released {down:.0f} s idle")
 
 
+def test_a_worker_job_slurm_refuses_fails_the_command_at_once(slurm, work, tmp_path, capsys,
+                                                              monkeypatch):  # fmt: skip
+    """A wrong partition in the site file: sbatch --test-only refuses the worker job before the
+    run asks for any, and the command ends with SLURM's reason (it used to wait forever)."""
+    monkeypatch.chdir(tmp_path)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("jobqueue:\n  slurm:\n    queue: nosuch\n")
+    t0 = time.monotonic()
+    assert _predict(work, tmp_path / "pred", *_recipe(wrong)) != 0
+    assert time.monotonic() - t0 < 60
+    err = capsys.readouterr().err
+    assert "SLURM refuses the worker job" in err and "Invalid partition" in err
+    assert slurm.queue() == []
+
+
 # -- faults -------------------------------------------------------------------------------------
 
 

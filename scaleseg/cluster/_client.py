@@ -111,11 +111,45 @@ def _slurm(n_workers, threads_per_worker, memory_limit, dashboard_address, scale
     cluster = SLURMCluster(**kw)
     if scale:
         try:
+            _check_submittable(cluster)
             _adapt_or_scale(cluster, n_workers, get_setting("cluster.slurm.adapt"), "slurm")
         except BaseException:
             cluster.close()
             raise
     return cluster
+
+
+def _check_submittable(cluster) -> None:
+    """``sbatch --test-only`` of the worker job script before any job is asked for: without it a
+    refused submission (no SLURM here, a wrong partition, a job larger than any node) is only
+    logged by the adaptive loop, which retries forever while the run waits for workers."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    sbatch = shutil.which("sbatch")
+    if sbatch is None:
+        raise RuntimeError(
+            "profile 'slurm': sbatch is not on PATH -- run on a node that can submit jobs "
+            "(a login node, or after loading your site's slurm module)"
+        )
+    with tempfile.NamedTemporaryFile("w", suffix=".sh") as fh:
+        fh.write(cluster.job_script())
+        fh.flush()
+        try:
+            proc = subprocess.run([sbatch, "--test-only", fh.name], capture_output=True,
+                                  text=True, timeout=60, check=False)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(
+                "profile 'slurm': sbatch --test-only did not answer in 60 s"
+            ) from None
+    if proc.returncode != 0:
+        why = "; ".join(ln.strip() for ln in proc.stderr.splitlines() if ln.strip())[-500:]
+        raise RuntimeError(
+            f"profile 'slurm': SLURM refuses the worker job ({why or f'exit {proc.returncode}'}); "
+            "check queue (partition), account, cores, memory, walltime and "
+            "job-extra-directives in the recipe or your site file"
+        )
 
 
 def _kubernetes(n_workers, threads_per_worker, memory_limit, dashboard_address, scale=True, **kw):
