@@ -195,12 +195,11 @@ def _single(target: Any) -> Any:
 
 def _recipe_files(target: Any) -> list[str] | None:
     """The recipe files named by ``target`` (one, or a recipe and its site overrides in a
-    list), or ``None`` for a profile name / address."""
+    list; a one-element list is first made its element by :func:`_single`), or ``None`` for a
+    profile name / address."""
     if isinstance(target, (list, tuple)):
         names = [str(t) for t in target]
-        if len(names) == 1:
-            return _recipe_files(names[0])
-        if len(names) < 2 or not all(map(_is_recipe, names)):
+        if not names or not all(map(_is_recipe, names)):
             raise ValueError(
                 f"several cluster targets {names}: only recipe files (*.yaml) can be combined "
                 "(the first is the recipe, the later ones override its values)"
