@@ -53,6 +53,9 @@ def _ood_rows(rows, out: Path, groups: dict[str, list[str]]):
             s = np.r_[ood[score].to_numpy(float), ind[score].to_numpy(float)]
             res[(group, score)] = auroc(s, y)
         res[(group, "flag")] = auroc(np.r_[flag[ood.index], flag[ind.index]].astype(float), y)
+        if "review_score" in qa:  # the rule's own continuous score (both rules, threshold 1)
+            rs = np.r_[ood["review_score"].to_numpy(float), ind["review_score"].to_numpy(float)]
+            res[(group, "review_score")] = auroc(rs, y)
         res[(group, "recall")] = float(flag[ood.index].mean())
         dist = np.r_[by_distance[ood.index], by_distance[ind.index]].astype(float)
         res[(group, "distance_rule")] = auroc(dist, y)
@@ -117,12 +120,21 @@ def pv(out: Path) -> None:
                 "(report)",
                 f"{int(flag[ind.index].sum())} of {len(ind)}",
             )
+            if qa_info.get("metric") in ind:
+                by_u = ind[flag[ind.index] & ~ind["review_rule"].str.contains("distance")]
+                low = int((by_u[qa_info["metric"]] < qa_info["tau"]).sum())
+                _row(rows, f"  of these by the U rule only (Dice < tau = {qa_info['tau']:g})",
+                     "(report)", f"{len(by_u)} ({low})")  # fmt: skip
             for g in ("far", "near"):
                 if (g, "n") not in res:
                     continue
                 t = ">= 0.95" if g == "far" else "(report)"
-                _row(rows, f"{g} OOD ({res[(g, 'n')]}): AUROC of the flag rule", t, res[(g, "flag")],
-                     res[(g, "flag")] >= 0.95 if g == "far" else None)  # fmt: skip
+                if (g, "review_score") in res:
+                    v = res[(g, "review_score")]
+                    _row(rows, f"{g} OOD ({res[(g, 'n')]}): AUROC of the flag rule's review score",
+                         t, v, v >= 0.95 if g == "far" else None)  # fmt: skip
+                _row(rows, f"{g} OOD: AUROC of the flag itself (0/1; quality flags on PV count "
+                     "as false alarms)", "(report)", res[(g, "flag")])  # fmt: skip
                 _row(rows, f"{g} OOD: recall of the flag rule", ">= 0.9" if g == "far" else "(report)",
                      res[(g, "recall")], res[(g, "recall")] >= 0.9 if g == "far" else None)  # fmt: skip
                 _row(rows, f"{g} OOD: AUROC of the distance rule alone", "(report)",
@@ -141,7 +153,9 @@ def ood(out: Path) -> None:
     kinds = sorted(k for k in set(qa["ood_kind"]) if k)
     res, ind, flag = _ood_rows(rows, out, {k: [k] for k in kinds} | {"all": kinds})
     for g in [*kinds, "all"]:
-        for score in ("U", "U_epistemic", "ood_distance", "flag"):
+        for score in ("U", "U_epistemic", "ood_distance", "review_score", "flag"):
+            if (g, score) not in res:
+                continue
             tgt = ">= 0.95" if (g, score) == ("all", "ood_distance") else "(report)"
             v = res[(g, score)]
             _row(rows, f"{g} ({res[(g, 'n')]}): AUROC of {score}", tgt, v,
@@ -192,6 +206,14 @@ def seeds(outs: list[Path]) -> None:
                 d = ev.loc[test.index, "dice"]
                 _row(rows, f"seed {seed}: mean held-out Dice", "(report)", float(d.mean()))
             _row(rows, f"seed {seed}: Pearson r({score}, Dice)", "<= -0.6", r, r <= -0.6)
+            ok = test[score].notna() & test["dice"].notna()
+            rho_d = float(spearmanr(test.loc[ok, score], test.loc[ok, "dice"]).statistic)
+            _row(rows, f"seed {seed}: Spearman rho({score}, Dice)", "(report)", rho_d)
+            low = test.loc[ok, "dice"].idxmin()  # how much one image decides r on 9 images
+            rest = ok & (test.index != low)
+            r_rest = float(np.corrcoef(test.loc[rest, score], test.loc[rest, "dice"])[0, 1])
+            _row(rows, f"seed {seed}: Pearson r({score}, Dice) without {low} (lowest Dice)",
+                 "(report)", r_rest)  # fmt: skip
         for a, b in combinations(sorted(u), 2):
             common = u[a].index.intersection(u[b].index)
             rho = float(spearmanr(u[a][common], u[b][common]).statistic)

@@ -176,10 +176,15 @@ def _env():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sig", "code", "said"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+)
 def test_sigint_during_predict_then_resume(
-    cluster_client, ensemble, collection, reference, tmp_path
+    cluster_client, ensemble, collection, reference, tmp_path, sig, code, said
 ):
-    """The whole command (its own LocalCluster included) is interrupted; the re-run resumes."""
+    """The whole command (its own LocalCluster included) is interrupted -- Ctrl-C, or SIGTERM
+    as kill / scancel send it: the lock is released, run.json says so, the re-run resumes."""
     out = tmp_path / "pred"
     argv = _predict_argv(ensemble, collection, out, "--cluster", "local", "--workers", "1")
     proc = subprocess.Popen(
@@ -191,15 +196,17 @@ def test_sigint_during_predict_then_resume(
     )
     try:
         assert _wait_for(lambda: _units_done(out) >= 1, 180, proc), proc.communicate()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     done = _units_done(out)
-    assert proc.returncode == 130, (proc.returncode, stderr[-2000:])
-    assert "interrupted" in stderr
+    assert proc.returncode == code, (proc.returncode, stderr[-2000:])
+    assert f"scaleseg predict: {said}" in stderr
     assert 1 <= done < N_UNITS and not (out / "complete").exists()
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    assert not (out / ".scaleseg-lock").exists()  # released, not left for a takeover
     # the re-run (here on the shared cluster) runs only what is missing
     import contextlib
     import io as _io

@@ -162,7 +162,12 @@ def test_qa_cli_end_to_end(prediction, tmp_path, capsys):
     assert list(csv["image"]) == list(table["image"])
 
     ood = pd.read_csv(out / "ood.csv")
-    assert set(ood["score"]) == {"U", "U_epistemic", "review"}
+    assert set(ood["score"]) == {"U", "U_epistemic", "review", "review_score"}
+    # no distance rule in this ensemble: the review score is U / Umin (undefined U: inf)
+    u = table["U"].to_numpy(float)
+    np.testing.assert_allclose(
+        table["review_score"], np.where(np.isnan(u), np.inf, u / info["umin"])
+    )
     assert (ood["n_ood"] == 1).all() and (ood["n_in"] == len(NAMES) - 1).all()
 
     html = (out / "report.html").read_text()

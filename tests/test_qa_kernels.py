@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from scaleseg import qa
 from scaleseg.tables import read_image_list
@@ -159,6 +160,45 @@ def test_review_flags_distance_rule():
     assert "distance" not in "".join(rules)
 
 
+def test_review_scores_put_every_flag_past_one():
+    """One scale for both rules: the score is >= 1 exactly where review_flags fires, for
+    random U, distances, thresholds and missing values; its parts are the two ratios."""
+    rng = np.random.default_rng(7)
+    for _ in range(400):
+        n = 12
+        u = rng.uniform(0, 1, n)
+        u[rng.random(n) < 0.15] = np.nan
+        d = rng.gamma(2.0, 2.0, n)
+        d[rng.random(n) < 0.15] = np.nan
+        d[rng.random(n) < 0.05] = np.inf
+        failed = [("boom" if f else None) for f in rng.random(n) < 0.1]
+        umin = rng.choice([float(rng.uniform(0.1, 0.9)), 0.0, None, float("nan")])
+        thr = rng.choice([float(rng.uniform(1, 8)), 0.0, None, float("nan")])
+        flags, _, _ = qa.review_flags(u, umin, distance=d, distance_threshold=thr, failed=failed)
+        s = qa.review_scores(u, umin, distance=d, distance_threshold=thr, failed=failed)
+        ok = np.array([f is None for f in failed])
+        # flagged exactly at >= 1; a pass or an unknown flag (no rule fired) below 1 or NaN
+        np.testing.assert_array_equal(s[ok] >= 1, flags[ok] == qa.REVIEW)
+        assert np.isnan(s[~ok]).all()  # failed: no score, whichever rules exist
+    u = np.array([0.6, 0.1, np.nan, 0.2, 0.1])
+    d = np.array([2.0, 12.0, 1.0, np.nan, 1.0])
+    s = qa.review_scores(u, 0.4, distance=d, distance_threshold=8.0)
+    np.testing.assert_allclose(s, [max(0.6 / 0.4, 2 / 8), 12 / 8, np.inf, 0.2 / 0.4, 0.25])
+    # Umin unknown: the distance ratio alone; no distance rule: the U ratio alone
+    s = qa.review_scores(u, None, distance=d, distance_threshold=8.0)
+    np.testing.assert_allclose(s, [0.25, 1.5, np.inf, np.nan, 0.125])
+    s = qa.review_scores(u, 0.4, distance=d, distance_threshold=float("nan"))
+    np.testing.assert_allclose(s, [1.5, 0.25, np.inf, 0.5, 0.25])
+    # neither rule can be checked: only undefined U (always reviewed) gets a score
+    s = qa.review_scores(u, None)
+    np.testing.assert_array_equal(np.isinf(s), np.isnan(u))
+    assert np.isnan(s[~np.isnan(u)]).all()
+    s = qa.review_scores(u, None, failed=["boom", None, "boom", None, None])
+    np.testing.assert_array_equal(np.isnan(s), [True, True, True, True, True])
+    with pytest.raises(ValueError, match="one entry per image"):
+        qa.review_scores(u, 0.4, distance=[1.0])
+
+
 # -- thumbnails ---------------------------------------------------------------------------------
 
 
@@ -229,6 +269,12 @@ def test_qa_table_estimates_umin_and_flags():
         assert bool(row["review"]) == expect, name
     assert t.set_index("image").loc["im5", "review"]
     assert t.set_index("image").loc["im4", "qa_test"] == False  # noqa: E712 (not in the list)
+    # no distance rule here: the review score is U / Umin, >= 1 exactly for the flagged
+    np.testing.assert_allclose(
+        ok["review_score"], np.where(np.isnan(ok["U"]), np.inf, ok["U"] / info["umin"])
+    )
+    assert ((ok["review_score"] >= 1) == ok["review"].astype(bool)).all()
+    assert np.isnan(t.set_index("image").loc["im5", "review_score"])  # failed
     given, info2 = qa.qa_table(images, scores=dice, umin=0.0)
     assert info2["umin_source"] == "given" and given["review"].all()
     none, info3 = qa.qa_table(images)
@@ -259,6 +305,31 @@ def test_ood_summary_uses_the_kernels_and_skips_all_nan_scores():
     images["ood_distance"] = np.linspace(0, 1, 8)
     t, _ = qa.qa_table(images, ood=labels)
     assert "ood_distance" in set(qa.ood_summary(t)["score"])
+    # with both thresholds the review score (both rules on one scale) is scored like the others
+    t, info = qa.qa_table(images, ood=labels, umin=0.5, distance_threshold=0.6)
+    s = qa.ood_summary(t)
+    lab = t[(t["status"] == "ok") & t["ood"].notna()]
+    row = s[(s["score"] == "review_score") & (s["ood_kind"] == "all")].iloc[0]
+    rs = np.where(lab["U"].isna(), np.inf, np.fmax(lab["U"] / 0.5, lab["ood_distance"] / 0.6))
+    np.testing.assert_allclose(lab["review_score"], rs)
+    y = lab["ood"].to_numpy(bool)
+    finite = np.isfinite(rs)
+    ref = roc_auc_score(y, np.where(finite, rs, rs[finite].max() + 1))
+    assert row["auroc"] == pytest.approx(ref)
+    assert row["flagged_ood"] == pytest.approx(lab.loc[y, "review"].astype(bool).mean())
+    # Umin unknown: images without a distance have no review score and no flag -- scored as
+    # not flagged, like the flag's own row
+    images.loc[images["image"] == "im3", "ood_distance"] = np.nan
+    t, _ = qa.qa_table(images, ood=labels, distance_threshold=0.6)
+    s = qa.ood_summary(t).set_index(["score", "ood_kind"])
+    lab = t[(t["status"] == "ok") & t["ood"].notna()].set_index("image")
+    assert np.isnan(lab.loc["im3", "review_score"]) and pd.isna(lab.loc["im3", "review"])
+    y = lab["ood"].to_numpy(bool)
+    rs = lab["review_score"].fillna(0.0).to_numpy()
+    assert s.loc[("review_score", "all"), "auroc"] == pytest.approx(qa.auroc(rs, y))
+    assert s.loc[("review_score", "all"), "flagged_ood"] == pytest.approx(
+        s.loc[("review", "all"), "flagged_ood"]
+    )
 
 
 def test_class_summary():

@@ -235,6 +235,43 @@ def test_concurrent_second_run_is_refused(trained, capsys):
     assert _untouched(trained) == before
 
 
+_TERMINATED_PREDICT = r"""
+import os, signal, sys, time
+import scaleseg.inference._run as predict_run
+from scaleseg.cli import main
+
+def terminated(*args, **kwargs):  # SIGTERM arrives while the units run
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)  # the handler raises in here
+    raise AssertionError("SIGTERM was not handled")
+
+predict_run.map_units = terminated
+before = signal.getsignal(signal.SIGTERM)
+rc = main(sys.argv[1:])
+assert signal.getsignal(signal.SIGTERM) == before, "the handler from before is not back"
+sys.exit(rc)
+"""
+
+
+def test_sigterm_is_handled_like_ctrl_c(trained, capsys, tmp_path):
+    """kill, scancel and container stops send SIGTERM: the command ends with 143 and says so,
+    the lock is released (not left for a stale takeover), run.json says interrupted, the
+    handler before the command is back, and the same command then runs to the end. (In a
+    fresh process, as a user's command runs: pytest's own process has handlers of its own.)"""
+    out = tmp_path / "pred"
+    argv = [str(a) for a in _predict(trained, out)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1", MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, "-c", _TERMINATED_PREDICT, *argv], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 143, (proc.returncode, proc.stderr[-2000:])
+    assert "scaleseg predict: terminated (SIGTERM)" in proc.stderr
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    assert not (out / LOCK_FILE).exists()
+    rc, _, _ = run_cli(_predict(trained, out), capsys)
+    assert rc == 0 and json.loads((out / "run.json").read_text())["status"] == "ok"
+    assert (out / "complete").exists()
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()

@@ -3,13 +3,48 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from ._common import CLIError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "Terminated"]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (``kill``, ``scancel``, a container stop): handled as Ctrl-C is -- the
+    run's lock is released, ``run.json`` says ``interrupted`` and a re-run resumes."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While the command runs, the first SIGTERM raises :class:`Terminated` in the main
+    thread; a second one during the clean-up gets the handler from before (by default: the
+    process ends). Not installed outside the main thread, where SIGTERM is ignored, or where
+    the handler was not set from Python."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or previous is None
+        or previous == signal.SIG_IGN
+    ):
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, previous)
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
 
 _COMMANDS = (
     "_convert",
@@ -73,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = ["scaleseg", *(sys.argv[1:] if argv is None else argv)]
     try:
         cfg = load_config(getattr(args, "config", None))
-        return int(args.func(args, cfg))
+        with _sigterm_as_interrupt():
+            return int(args.func(args, cfg))
     except (
         CLIError,
         ConfigError,
@@ -91,9 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"scaleseg {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"scaleseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        term = isinstance(exc, Terminated)
+        print(f"scaleseg {args.command}: {'terminated (SIGTERM)' if term else 'interrupted'}",
+              file=sys.stderr)  # fmt: skip
+        return 143 if term else 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,8 +2,9 @@
 out-of-distribution detection scores (AUROC / AUPRC), the HTML report with thumbnails from
 pyramid levels, review records for the triage notebook and active-learning selection.
 
-Kernels (numpy): :func:`rank_scores`, :func:`review_flags`, :func:`estimate_umin`,
-:func:`pearson_r`, :func:`auroc`, :func:`average_precision`, the thumbnail helpers.
+Kernels (numpy): :func:`rank_scores`, :func:`review_flags`, :func:`review_scores`,
+:func:`estimate_umin`, :func:`pearson_r`, :func:`auroc`, :func:`average_precision`, the
+thumbnail helpers.
 Orchestration: :func:`run_qa`, :func:`annotation_candidates`, :func:`export_for_annotation`.
 """
 
@@ -50,6 +51,7 @@ __getattr__, __dir__, __all__ = attach(
         "render_thumbnail": "._thumbnails",
         "resize_nearest": "._thumbnails",
         "review_flags": "._ranking",
+        "review_scores": "._ranking",
         "review_order": "._ranking",
         "run_qa": "._run",
         "shrink": "._thumbnails",

@@ -11,7 +11,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["REVIEW", "PASS", "UNKNOWN", "review_order", "rank_scores", "review_flags"]
+__all__ = [
+    "REVIEW",
+    "PASS",
+    "UNKNOWN",
+    "review_order",
+    "rank_scores",
+    "review_flags",
+    "review_scores",
+]
 
 #: Values of the flag array of :func:`review_flags`.
 REVIEW, PASS, UNKNOWN = 1, 0, -1
@@ -52,6 +60,18 @@ def rank_scores(scores, *, valid=None) -> np.ndarray:
     order = review_order(s, valid=valid)
     ranks[order] = np.arange(1, order.size + 1)
     return ranks
+
+
+def _per_image(u, u_reasons, failed, distance):
+    """The per-image inputs of the review rules as arrays / lists of one length."""
+    u = np.asarray(u, dtype=np.float64).ravel()
+    n = u.size
+    u_reasons = list(u_reasons) if u_reasons is not None else [""] * n
+    failed = list(failed) if failed is not None else [None] * n
+    d = np.full(n, np.nan) if distance is None else np.asarray(distance, np.float64).ravel()
+    if len(u_reasons) != n or len(failed) != n or d.size != n:
+        raise ValueError("u, u_reasons, failed and distance must have one entry per image")
+    return u, u_reasons, failed, d
 
 
 def review_flags(
@@ -111,13 +131,8 @@ def review_flags(
         The rules that fired, joined by ``"+"`` (``"U"``, ``"distance"``, ``"U+distance"``,
         ``"U undefined"``, ``"failed"``); ``""`` when none did.
     """
-    u = np.asarray(u, dtype=np.float64).ravel()
+    u, u_reasons, failed, d = _per_image(u, u_reasons, failed, distance)
     n = u.size
-    u_reasons = list(u_reasons) if u_reasons is not None else [""] * n
-    failed = list(failed) if failed is not None else [None] * n
-    d = np.full(n, np.nan) if distance is None else np.asarray(distance, np.float64).ravel()
-    if len(u_reasons) != n or len(failed) != n or d.size != n:
-        raise ValueError("u, u_reasons, failed and distance must have one entry per image")
     known = umin is not None and np.isfinite(umin)
     d_rule = distance_threshold is not None and np.isfinite(distance_threshold)
     flags = np.full(n, UNKNOWN, dtype=np.int8)
@@ -150,3 +165,49 @@ def review_flags(
         reasons.append("; ".join(why))
         rules.append("+".join(fired))
     return flags, reasons, rules
+
+
+def review_scores(
+    u,
+    umin: float | None,
+    *,
+    distance=None,
+    distance_threshold: float | None = None,
+    failed: Sequence[str | None] | None = None,
+) -> np.ndarray:
+    """How far each image lies past the review rules' thresholds: one number for both rules.
+
+    ``review_score = max(U / Umin, ood_distance / distance_threshold)`` over the rules that
+    can be checked (a rule without its threshold, or an image without a distance, drops
+    out). An image is flagged by :func:`review_flags` exactly when its score is >= 1, so
+    sorting by it puts every flagged image first, whichever rule fired, and orders the rest
+    by how close they come to a threshold. U and the distance are on different scales; the
+    ratios make them comparable (1 = at the rule's threshold).
+
+    Undefined U (nothing predicted as foreground) gives ``inf`` (always reviewed, as its
+    rule says); a failed prediction or an image no rule can score gives NaN.
+
+    Parameters
+    ----------
+    u, umin, distance, distance_threshold, failed
+        As :func:`review_flags`.
+
+    Returns
+    -------
+    (N,) ndarray of float64
+    """
+    u, _, failed, d = _per_image(u, None, failed, distance)
+
+    def past(x, threshold):  # x / threshold, and for a threshold <= 0 the rule's own verdict
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return x / threshold if threshold > 0 else np.where(x >= threshold, np.inf, 0.0)
+
+    parts = []
+    if umin is not None and np.isfinite(umin):
+        parts.append(past(u, umin))
+    if distance_threshold is not None and np.isfinite(distance_threshold):
+        # as review_flags: a distance that is not finite is not measured
+        parts.append(np.where(np.isfinite(d), past(d, distance_threshold), np.nan))
+    score = np.fmax.reduce(parts) if parts else np.full(u.size, np.nan)
+    score = np.where(np.isnan(u), np.inf, score)  # the "U undefined" rule always fires
+    return np.where([bool(f) for f in failed], np.nan, score)

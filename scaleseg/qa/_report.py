@@ -245,12 +245,20 @@ def write_html_report(
             "ood_kind",
             "review",
             "review_rule",
+            "review_score",
             "review_reason",
         )
         if c in table.columns
     ]
     flagged = table[table["review"].fillna(False).astype(bool)]
+    if "review_score" in flagged:  # furthest past a rule's threshold first, whichever rule
+        flagged = flagged.sort_values("review_score", ascending=False, kind="stable")
     parts.append(f"<h2>Flagged for review ({len(flagged)})</h2>")
+    if "review_score" in flagged and len(flagged):
+        parts.append(
+            "<p class='note'>Sorted by review_score: max(U / Umin, distance / threshold), "
+            "how far past its rule's threshold an image lies (1 = at the threshold).</p>"
+        )
     parts.append(_table_html(flagged[cols], max_rows=max_rows) if len(flagged) else "<p>none</p>")
     parts.append(
         "<p class='note'>Full table: images.csv / images.parquet next to this "

@@ -12,13 +12,13 @@ import pandas as pd
 
 from ._inputs import ood_score_columns
 from ._ood import auroc, average_precision
-from ._ranking import PASS, REVIEW, rank_scores, review_flags
+from ._ranking import PASS, REVIEW, rank_scores, review_flags, review_scores
 from ._umin import estimate_umin, pearson_r
 
 __all__ = ["QA_COLUMNS", "class_summary", "instance_class_totals", "ood_summary", "qa_table"]
 
 #: Columns :func:`qa_table` adds to a prediction's images table.
-QA_COLUMNS = ("qa_rank", "review", "review_rule", "review_reason", "qa_test")
+QA_COLUMNS = ("qa_rank", "review", "review_rule", "review_reason", "review_score", "qa_test")
 
 
 def qa_table(
@@ -67,7 +67,9 @@ def qa_table(
         ``images`` plus ``qa_rank`` (Int64; 1 = review first; NA for failed predictions,
         which come last), ``review`` (boolean; NA when no rule fired and Umin is unknown),
         ``review_rule`` (the rules that fired: ``U``, ``distance``, ``U+distance``,
-        ``U undefined``, ``failed``), ``review_reason``, ``qa_test`` (bool), ``<metric>``
+        ``U undefined``, ``failed``), ``review_reason``, ``review_score`` (max of U / Umin
+        and distance / threshold, >= 1 exactly when a rule fires; see
+        :func:`~scaleseg.qa.review_scores`), ``qa_test`` (bool), ``<metric>``
         when scores are given, ``ood`` / ``ood_kind`` when labels are given; sorted by
         ``qa_rank``.
     info : dict
@@ -138,6 +140,13 @@ def qa_table(
     )
     t["review_rule"] = rules
     t["review_reason"] = reasons
+    t["review_score"] = review_scores(
+        u,
+        info["umin"],
+        distance=dist.to_numpy(np.float64),
+        distance_threshold=info["distance_threshold"],
+        failed=failed,
+    )
     info["n_review"] = int((flags == REVIEW).sum())
     info["n_review_u"] = sum(score in r.split("+") for r in rules)
     info["n_review_distance"] = sum("distance" in r.split("+") for r in rules)
@@ -161,7 +170,8 @@ def ood_summary(table: pd.DataFrame, *, thresholds: dict[str, float] | None = No
     kind against the same in-distribution images.
 
     The review flag itself is scored as one more row, ``score == "review"`` (flagged = 1; an
-    unknown flag counts as not flagged), with ``flagged_ood`` (recall: the share of OOD
+    unknown flag counts as not flagged), and the continuous ``review_score`` behind it (both
+    rules on one scale, threshold 1) as another, with ``flagged_ood`` (recall: the share of OOD
     images flagged) and ``flagged_in`` (in-distribution images flagged); both columns are
     filled for the continuous scores too, at the distance rule's threshold for
     ``ood_distance`` and at Umin for ``U`` when known.
@@ -195,9 +205,14 @@ def ood_summary(table: pd.DataFrame, *, thresholds: dict[str, float] | None = No
         groups += [(k, ~is_ood | (lab["ood_kind"] == k).to_numpy()) for k in kinds]
     scores = {c: pd.to_numeric(lab[c], errors="coerce").to_numpy(np.float64) for c in
               ood_score_columns(lab)}  # fmt: skip
+    rs = pd.to_numeric(lab.get("review_score", pd.Series(dtype=float)), errors="coerce")
+    rs = rs.to_numpy(np.float64)
+    if np.isfinite(rs).any():  # (none: no rule had a threshold, nothing to score)
+        # NaN = no rule could score the image, which the flag leaves unknown (= not flagged)
+        scores["review_score"] = np.where(np.isnan(rs), 0.0, rs)
     if "review" in lab:
         scores["review"] = lab["review"].fillna(False).to_numpy(bool).astype(np.float64)
-    thresholds = {"review": 0.5, **(thresholds or {})}
+    thresholds = {"review": 0.5, "review_score": 1.0, **(thresholds or {})}
     rows = []
     for score, s in scores.items():
         thr = thresholds.get(score)

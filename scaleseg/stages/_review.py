@@ -178,7 +178,7 @@ class QAResult:
             lines.append(f"  OOD by {r['score']}: AUROC {r['auroc']:.3f}, AUPRC {r['auprc']:.3f}")
         t = self.images
         cols = list(dict.fromkeys(c for c in ("qa_rank", "image", "U", self.score, "review",
-                                              "review_rule") if c in t))  # fmt: skip
+                                              "review_rule", "review_score") if c in t))  # fmt: skip
         lines.append(t[cols].head(10).to_string(index=False))
         lines.append(f"Report: {self.report}")
         return lines
