@@ -171,7 +171,7 @@ def _ort_shared_arena(ort) -> bool:
     window at batch 2) and paused it for good. Sessions run one at a time per thread, so one
     shared arena stays at the peak of the largest concurrent runs instead, at the arena's speed
     (``benchmarks/bench_ort_memory.py``). Without it (registration refused), sessions run with
-    no arena: bounded too, but 16-28 % slower.
+    no arena: bounded too, but 18-25 % slower.
     """
     global _ORT_SHARED_ARENA
     with _ORT_ARENA_LOCK:

@@ -251,10 +251,9 @@ def write_html_report(
         if c in table.columns
     ]
     flagged = table[table["review"].fillna(False).astype(bool)]
-    if "review_score" in flagged:  # furthest past a rule's threshold first, whichever rule
-        flagged = flagged.sort_values("review_score", ascending=False, kind="stable")
     parts.append(f"<h2>Flagged for review ({len(flagged)})</h2>")
-    if "review_score" in flagged and len(flagged):
+    if "review_score" in flagged and len(flagged):  # furthest past a threshold first
+        flagged = flagged.sort_values("review_score", ascending=False, kind="stable")
         parts.append(
             "<p class='note'>Sorted by review_score: max(U / Umin, distance / threshold), "
             "how far past its rule's threshold an image lies (1 = at the threshold).</p>"
