@@ -8,6 +8,10 @@ import platform
 import time
 from pathlib import Path
 
+#: The CPU recipe's member (README): Unet + ResNet10t, decoder 128 64 32 16 16, random weights.
+RECIPE_MEMBER = {"arch": "Unet", "encoder": "tu-resnet10t", "in_channels": 1, "n_classes": 2,
+                 "decoder_channels": [128, 64, 32, 16, 16], "encoder_weights": None}  # fmt: skip
+
 
 def machine() -> dict:
     mem = None

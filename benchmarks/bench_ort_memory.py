@@ -30,12 +30,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import emit  # noqa: E402
+from _common import RECIPE_MEMBER, emit  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SPEC = {"arch": "Unet", "encoder": "tu-resnet10t", "in_channels": 1, "n_classes": 2,
-        "decoder_channels": [128, 64, 32, 16, 16], "encoder_weights": None}  # fmt: skip
 
 #: ORT's default (an arena per session), one arena shared by the process's sessions
 #: (scaleseg's session factory, as shipped), no arena
@@ -80,7 +78,7 @@ def _export(tmp: Path, window: int) -> Path:
     from scaleseg.models import ModelSpec, build_model, load_graph_model, save_weights
 
     os.environ["SCALESEG_CACHE"] = str(tmp)  # graphs exported here, not into the user's cache
-    model = build_model(ModelSpec.from_dict(SPEC), seed=0).eval()
+    model = build_model(ModelSpec.from_dict(RECIPE_MEMBER), seed=0).eval()
     sha = save_weights(model, tmp / "member.safetensors")
     g = load_graph_model("onnxruntime", model, weights_sha256=sha, tile_shape=(window, window),
                          in_channels=1, threads=1)  # fmt: skip

@@ -31,6 +31,7 @@ SCRIPTS = {
     "archive": ["bench_archive.py"],  # N = 100, 1000 end to end + a 10^5-image stub (~1 h)
     "engines": ["bench_engines.py"],
     "ort_memory": ["bench_ort_memory.py"],
+    "novelty": ["bench_novelty.py"],
     # needs a scripts/verify_pv_hc output in pv-hc-check/; without it it prints "skipped"
     "frontier": ["bench_frontier.py"],
     # needs a CUDA device (benchmarks/gpu_check.sh); without one it prints "skipped"

@@ -296,10 +296,11 @@ class QAConfig(_Frozen):
         description="fixed threshold of the feature-distance rule; None = the ensemble's "
         "calibrated one (the largest distance of a held-out training image)",
     )
-    score: Literal["U", "U_border"] = Field(
+    score: Literal["U", "U_border", "U_novel"] = Field(
         "U",
         description="image score to rank, flag (U >= Umin) and correlate by: U (mean u over "
-        "predicted foreground) or U_border (mean u over object borders, computed by qa)",
+        "predicted foreground), U_border (mean u over object borders, computed by qa) or "
+        "U_novel (mean of max(u, novelty) over predicted foreground, recorded by predict)",
     )
     top_n: int = Field(24, ge=0)
 

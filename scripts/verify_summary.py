@@ -64,6 +64,10 @@ def _ood_rows(rows, out: Path, groups: dict[str, list[str]]):
     return res, ind, flag
 
 
+#: image-score variants and the qa folder verify_pv_hc writes for each
+VARIANTS = {"U_border": "qa-border", "U_novel": "qa-novel"}
+
+
 def pv(out: Path) -> None:
     ev = pd.read_parquet(out / "eval" / "per_image.parquet")
     experts = pd.read_parquet(out / "eval" / "experts.parquet")
@@ -96,10 +100,11 @@ def pv(out: Path) -> None:
     _row(rows, "images >= their worst expert", f"{len(ev)} of {len(ev)}", f"{within} of {len(ev)}",
          within == len(ev))  # fmt: skip
     _row(rows, "Pearson r(U, Dice), held-out", "<= -0.6", r, r <= -0.6)
-    if (out / "qa-border" / "qa.json").exists():
-        rb = json.loads((out / "qa-border" / "qa.json").read_text()).get("pearson_r")
-        rb = float("nan") if rb is None else float(rb)
-        _row(rows, "Pearson r(U_border, Dice), held-out", "<= -0.6", rb, rb <= -0.6)
+    for variant in VARIANTS:
+        if (out / VARIANTS[variant] / "qa.json").exists():
+            rb = json.loads((out / VARIANTS[variant] / "qa.json").read_text()).get("pearson_r")
+            rb = float("nan") if rb is None else float(rb)
+            _row(rows, f"Pearson r({variant}, Dice), held-out", "<= -0.6", rb, rb <= -0.6)
     _row(rows, "training time (min)", "<= 40", train_s / 60, train_s <= 40 * 60)
     thr = (ens.get("ood_threshold") or {}).get("value", float("nan"))
     _row(rows, "distance threshold (calibrated)", "(report)", float(thr))
@@ -184,13 +189,14 @@ def dsb(out: Path) -> None:
 
 def seeds(outs: list[Path]) -> None:
     """r(score, Dice) per seed on the held-out PV images, and Spearman rho of per-image scores
-    between seeds (the stability of the ranking), for U and (where qa-border exists) U_border."""
+    between seeds (the stability of the ranking), for U and the variants whose qa folders
+    exist (:data:`VARIANTS`)."""
     from itertools import combinations
 
     from scipy.stats import spearmanr
 
     rows: list = []
-    for score, qa_dir in (("U", "qa"), ("U_border", "qa-border")):
+    for score, qa_dir in (("U", "qa"), *VARIANTS.items()):
         u = {}
         for out in outs:
             if not (out / qa_dir / "qa.json").exists():

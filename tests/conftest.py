@@ -59,7 +59,8 @@ def _cli_default_cluster(request):
     fresh LocalCluster per command (~8 s of worker start-up and imports each). Session-wide,
     so that module fixtures see it too. Tests that name ``--cluster local`` still start their
     own; tests of the default itself are marked ``own_default_cluster`` (below); a run of
-    only ``slurm`` tests starts no session cluster."""
+    only ``slurm`` tests does not make it the default (their local references still use it,
+    through ``--scheduler``)."""
     items = getattr(request.session, "items", [])
     if items and all("slurm" in item.keywords for item in items):
         yield

@@ -1,5 +1,5 @@
 """Inference engines: ONNX Runtime and OpenVINO members equal the torch members (logits,
-pooled features, predicted probabilities within 1e-5), their graphs are cached per user by the
+deepest feature maps, predicted probabilities within 1e-5), their graphs are cached per user by the
 weights' SHA-256 and never written into the ensemble, and the engine is part of the request."""
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def test_graph_members_equal_torch_members(engine, tiny_ensemble, cache):
                 got = g(x)
             assert got.dtype == torch.float32 and got.shape == want.shape
             np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=0)
+            assert fg[0].shape == fr[0].shape == (len(x), 512, shape[2] // 32, shape[3] // 32)
             np.testing.assert_allclose(fg[0].numpy(), fr[0].numpy(), atol=1e-5, rtol=1e-5)
             assert g.feature_store == {}  # the capture ended
     assert len(list(cache.glob("*.onnx"))) == 2 * len(info.folds)

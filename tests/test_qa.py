@@ -333,6 +333,42 @@ def test_qa_by_u_border_equals_the_whole_image_reference(prediction, tmp_path, c
     assert info == json.loads((out / "qa.json").read_text())
 
 
+def test_qa_by_u_novel_uses_predicts_column_or_says_how_to_get_it(prediction, tmp_path, capsys):
+    """`--score U_novel` ranks, flags and correlates by the column predict recorded; a
+    prediction without it (an ensemble without per-cell statistics) is refused before
+    anything is written, saying how to complete the ensemble."""
+    import shutil
+
+    from scipy.stats import pearsonr
+
+    from scaleseg.tables import write_table
+
+    pred, ev = prediction["pred"], prediction["evaluation"]
+    args = ["--evaluation", str(ev), "--tau", "1.0", "--score", "U_novel"]
+    assert main(["qa", str(pred), "-o", str(tmp_path / "refused"), *args]) == 1
+    err = capsys.readouterr().err
+    assert str(pred) in err and "has no U_novel" in err and "Re-run `scaleseg train`" in err
+    assert not (tmp_path / "refused").exists()
+    copy = tmp_path / "pred"
+    shutil.copytree(pred, copy)
+    table = pd.read_parquet(copy / "images.parquet")
+    assert table["U_novel"].isna().all()  # predict wrote the column (NaN: no statistics)
+    # U_novel >= U; here it reverses U's order so the two rankings differ
+    table["U_novel"] = table["U"] + (1.0 - table["U"].rank()) * 0.1
+    write_table(table, copy / "images", ["parquet", "csv"])
+    assert main(["qa", str(copy), "-o", str(tmp_path / "qa"), *args]) == 0
+    assert "U_novel rule" in capsys.readouterr().out
+    info = json.loads((tmp_path / "qa" / "qa.json").read_text())
+    t = pd.read_parquet(tmp_path / "qa" / "images.parquet")
+    assert info["score"] == "U_novel"
+    ranked = t[t["U_novel"].notna()].sort_values("U_novel", ascending=False)["image"].tolist()
+    assert t[t["U_novel"].notna()]["image"].tolist() == ranked
+    below = t[t["qa_test"] & (t["dice"] < 1.0)]
+    assert info["umin"] == pytest.approx(below["U_novel"].min())
+    test = t[t["qa_test"] & t["U_novel"].notna()]
+    assert info["pearson_r"] == pytest.approx(pearsonr(test["U_novel"], test["dice"]).statistic)
+
+
 def test_a_moved_prediction_reads_its_own_maps(prediction, tmp_path, capsys):
     """The images table records where predict wrote each image; a copied folder is read from
     where it is now (here: a broken copy fails, naming the file, while the original is fine)."""

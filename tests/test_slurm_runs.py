@@ -42,6 +42,9 @@ pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "deploy" / "slurm" / "jobqueue.yaml"
 SITE = Path(__file__).resolve().parent / "slurm_site.yaml"
+# 4 images of 3 x 3 blocks (corner, edge and centre blocks, stitched instances): 36 units, more
+# than two worker lives' worth in the lifetime test on a quiet machine (3 images left too thin a
+# margin: a faster machine could finish them within one life)
 N_IMAGES, SHAPE, BLOCK = 4, (384, 384), 128
 N_UNITS = N_IMAGES * (SHAPE[0] // BLOCK) * (SHAPE[1] // BLOCK)
 PREDICT_FLAGS = ["--chunks", "64", "64", "--block", str(BLOCK), str(BLOCK), "--tta", "flips",
@@ -58,6 +61,16 @@ def _recipe(*extra: Path) -> list[str]:
     for path in extra:
         out += ["--cluster", str(path)]
     return out
+
+
+def _adapt_every_second(folder: Path) -> Path:
+    """A site file checking adaptive scaling every second instead of the recipe's 10 s: the
+    first worker job is otherwise asked for only 10 s after the cluster starts. For runs that
+    test something other than the shipped adapt settings (the predict run keeps them; the
+    recipe's adapt values are also read and checked offline in test_deploy)."""
+    path = folder / "adapt-every-second.yaml"
+    path.write_text("scaleseg:\n  cluster:\n    slurm:\n      adapt:\n        interval: 1s\n")
+    return path
 
 
 class Jobs(threading.Thread):
@@ -155,10 +168,12 @@ def _predict(work, out, *extra) -> int:
 
 
 @pytest.fixture(scope="module")
-def reference(work, tmp_path_factory):
-    """The same prediction on a LocalCluster: 2 workers x 1 thread, torch threads 1."""
+def reference(work, client, tmp_path_factory):
+    """The same prediction on a LocalCluster: 2 workers x 1 thread, torch threads 1 -- the
+    session's (conftest ``client``, shared with the train test's reference and warm when other
+    tests ran before) rather than a fresh one (worker start-up and imports each time)."""
     out = tmp_path_factory.mktemp("slurm-ref") / "pred"
-    assert _predict(work, out, "--cluster", "local", "--workers", "2") == 0
+    assert _predict(work, out, "--scheduler", client.scheduler.address) == 0
     return out
 
 
@@ -199,15 +214,16 @@ def assert_same_prediction(out: Path, ref: Path) -> None:
 # -- end to end ---------------------------------------------------------------------------------
 
 
-def test_train_two_folds_on_slurm_equals_local(slurm, archive, tmp_path, monkeypatch):
+def test_train_two_folds_on_slurm_equals_local(slurm, archive, client, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # dask-jobqueue writes the workers' slurm-<id>.out here
-    ref = tmp_path / "ens-local"
+    ref = tmp_path / "ens-local"  # on the session's LocalCluster: 2 workers x 1 thread
     assert main(["train", str(archive / "images"), str(ref), *TRAIN_FLAGS,
-                 "--cluster", "local", "--workers", "2"]) == 0  # fmt: skip
+                 "--scheduler", client.scheduler.address]) == 0  # fmt: skip
     out = tmp_path / "ens-slurm"
     with Jobs(slurm) as jobs:
         t0 = time.monotonic()
-        assert main(["train", str(archive / "images"), str(out), *TRAIN_FLAGS, *_recipe()]) == 0
+        assert main(["train", str(archive / "images"), str(out), *TRAIN_FLAGS,
+                     *_recipe(_adapt_every_second(tmp_path))]) == 0  # fmt: skip
         seconds = time.monotonic() - t0
     assert_recipe_resources(jobs, slurm)
     slurm.wait_for_empty_queue()  # every worker job released
@@ -317,7 +333,7 @@ def test_scancel_of_a_worker_job_mid_predict(slurm, work, reference, tmp_path, m
     with Jobs(slurm) as jobs:
         canceller = Canceller(slurm, jobs, out)
         canceller.start()
-        assert _predict(work, out, *_recipe()) == 0
+        assert _predict(work, out, *_recipe(_adapt_every_second(tmp_path))) == 0
         end = time.monotonic()
         canceller.join(timeout=60)
     assert canceller.error is None, canceller.error
@@ -342,14 +358,20 @@ def test_worker_jobs_reaching_their_lifetime_mid_predict(
 ):
     """The recipe closes a worker before its walltime (``--lifetime``); here the lifetime is
     20 s and one worker job at a time (adapt maximum 1), so the units cannot all fit into one
-    job's life: adaptive scaling submits a fresh job when one leaves, and the run completes."""
+    job's life: adaptive scaling submits a fresh job when one leaves, and the run completes.
+
+    The cluster forgets a worker that left after ``distributed.deploy.lost-worker-timeout``
+    (15 s by default) and only then asks for its replacement: 2 s here, so that each of the
+    job cycles is not 13 s longer than it needs to be (the replacement itself is what is
+    tested, not how long the cluster waits before it)."""
     monkeypatch.chdir(tmp_path)
     short = tmp_path / "short-lifetime.yaml"
     short.write_text(
         "scaleseg:\n  cluster:\n    slurm:\n      adapt:\n        maximum: 1\n"
-        "        interval: 2s\n"
+        "        interval: 1s\n"
         "jobqueue:\n  slurm:\n    worker-extra-args: [--resources, GPU=1, --lifetime, 20s, "
         "--lifetime-stagger, 0s]\n"
+        "distributed:\n  deploy:\n    lost-worker-timeout: 2s\n"
     )
     out = tmp_path / "pred"
     with Jobs(slurm) as jobs:

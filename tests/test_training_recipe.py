@@ -250,28 +250,42 @@ def test_threshold_is_the_largest_held_out_distance(items, tmp_path):
     assert thr["value"] == pytest.approx(max(pooled)) and thr["n_images"] == len(items)
 
 
-def test_older_features_file_gets_its_calibration_without_refitting(items, tmp_path):
-    """An ensemble whose statistics files predate the calibration: re-running keeps every
-    fold and the fitted statistics, and adds the same calibration a fresh run writes."""
+@pytest.mark.parametrize("missing", ["calibration", "cells"])
+def test_older_features_file_is_completed_without_refitting(items, tmp_path, missing):
+    """An ensemble whose statistics files predate the calibration (or the per-cell part of
+    U_novel): re-running keeps every fold and the fitted statistics, and adds what a fresh run
+    writes -- the same file again."""
     import torch
     from safetensors.numpy import load_file
 
-    from scaleseg.models import save_weights
+    from scaleseg.models import file_sha256, save_weights
+    from scaleseg.stages._train import _complete
 
     ens = tmp_path / "ens"
     cfg = _cfg(epochs=1)
     first = train_ensemble(items, ens, model=_spec(SPEC), config=cfg).model_dump(mode="json")
+    assert _complete(ens)
+    old = json.loads((ens / "ensemble.json").read_text())
     for f in first["folds"]:
+        assert f["features"]["novelty"]["threshold"] > 0
         path = ens / f["features"]["path"]
         arrays = load_file(str(path))
-        arrays.pop("calibration")
+        for key in [k for k in arrays if k == missing or (missing == "cells" and "cell_" in k)]:
+            arrays.pop(key)
         save_weights({k: torch.from_numpy(v) for k, v in arrays.items()}, path)
+    for f in old["folds"]:  # the manifest as the older scaleseg wrote it
+        f["features"]["sha256"] = file_sha256(ens / f["features"]["path"])
+        f["features"].pop("novelty" if missing == "cells" else "calibration")
+    (ens / "ensemble.json").write_text(json.dumps(old))
+    assert not _complete(ens)  # so a re-run of `scaleseg train` completes it
     again = train_ensemble(items, ens, model=_spec(SPEC), config=cfg).model_dump(mode="json")
     assert [f["sha256"] for f in again["folds"]] == [f["sha256"] for f in first["folds"]]
     for a, b in zip(first["folds"], again["folds"]):
         assert b["features"]["calibration"] == a["features"]["calibration"]
+        assert b["features"]["novelty"] == a["features"]["novelty"]
         assert b["features"]["sha256"] == a["features"]["sha256"]  # the same file again
     assert again["ood_threshold"] == first["ood_threshold"]
+    assert _complete(ens)
 
 
 # -- the decision threshold, calibrated on the folds' validation images ------------------------

@@ -36,9 +36,11 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--score",
-        choices=("U", "U_border"),
+        choices=("U", "U_border", "U_novel"),
         help="image score to rank, flag and correlate by (U; U_border = mean u over object "
-        "borders, read back from the stored maps)",
+        "borders, read back from the stored maps; U_novel = mean of max(u, novelty) over "
+        "foreground, recorded by predict: counts confident errors on structures foreign to "
+        "the training as uncertain)",
     )
     p.add_argument("--reference", help="the evaluation's reference when it holds several")
     p.add_argument(

@@ -78,7 +78,7 @@ def plot_scores(per_image, path: str | Path, *, metrics: Iterable[str] = _PLOT_M
     ax.set_ylabel("score per image")
     ax.set_title(f"{df['image'].nunique()} images")
     if len(refs) > 1:
-        ax.legend(title="reference", fontsize="small")
+        ax.legend(title="reference", fontsize="small", loc="lower left")  # "best" is slow
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return Path(path)

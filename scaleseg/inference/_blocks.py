@@ -44,7 +44,8 @@ def compute_block(
     """Predict one block core of a lazy ``(c, y, x)`` image.
 
     ``feature_stats`` (one :class:`~scaleseg.uncertainty.FeatureStats` per model) adds the
-    encoder-feature distance to the partial sums. ``threshold``: foreground-probability
+    encoder-feature distance (and ``U_novel`` where they have a per-cell part) to the partial
+    sums. ``threshold``: foreground-probability
     decision threshold of a binary ensemble (None: argmax). ``precision``: the torch members'
     autocast (:func:`~scaleseg.inference.predict_region`).
 
@@ -91,7 +92,9 @@ def compute_block(
         "labels": labels,
         "uncertainty": np.stack([maps.u, maps.epistemic, maps.aleatoric]),
         "extra": pred.extra,
-        "partials": score_partials(labels, maps, n_classes=n_classes, distance=pred.distance),
+        "partials": score_partials(
+            labels, maps, n_classes=n_classes, distance=pred.distance, novelty=pred.novelty
+        ),
         "n_forward": pred.n_forward,
         "seconds_read": t1 - t0,
         "seconds_model": t2 - t1,

@@ -35,7 +35,7 @@ def _score(partials: list) -> np.ndarray:
     from ..uncertainty import combine_partials, image_score
 
     s = image_score(combine_partials(list(partials)))
-    return np.array([s["U"], s["U_epistemic"], s["ood_distance"]], dtype=np.float64)
+    return np.array([s["U"], s["U_epistemic"], s["ood_distance"], s["U_novel"]], dtype=np.float64)
 
 
 def _image_dataset(ref, info: EnsembleInfo, config: PredictConfig):
@@ -76,7 +76,7 @@ def _image_dataset(ref, info: EnsembleInfo, config: PredictConfig):
     prob = da.block(grid["probabilities"])
     unc = da.block(grid["uncertainty"])
     labels = da.block(grid["labels"])
-    scores = da.from_delayed(dask.delayed(_score, pure=True)(partials), (3,), np.float64)
+    scores = da.from_delayed(dask.delayed(_score, pure=True)(partials), (4,), np.float64)
     coords = {"y": np.arange(ny), "x": np.arange(nx), "class": list(info.classes)}
     ds = xr.Dataset(
         {
@@ -88,6 +88,7 @@ def _image_dataset(ref, info: EnsembleInfo, config: PredictConfig):
             "U": ((), scores[0]),
             "U_epistemic": ((), scores[1]),
             "ood_distance": ((), scores[2]),
+            "U_novel": ((), scores[3]),
         },
         coords=coords,
         attrs={
@@ -121,7 +122,8 @@ def predict_lazy(source, ensemble: str | Path | EnsembleInfo, *, config: Predict
     xarray.Dataset or xarray.DataTree
         For one image a Dataset with lazy ``probabilities (class, y, x)``, ``labels``,
         ``uncertainty``, ``epistemic``, ``aleatoric`` and the scalars ``U`` / ``U_epistemic`` /
-        ``ood_distance`` (NaN for an ensemble without feature statistics).
+        ``ood_distance`` / ``U_novel`` (the last two NaN for an ensemble without feature
+        statistics, ``U_novel`` also for statistics without a per-cell part).
         For a collection a DataTree with one such Dataset per image name. Nothing is computed
         until asked (``ds.U.compute()``, ``ds.labels[:512, :512].values``), on whatever
         scheduler or client is active.

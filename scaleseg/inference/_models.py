@@ -108,17 +108,24 @@ def verify_ensemble(info: EnsembleInfo) -> None:
     """
     from ..models import WeightsError, file_sha256
 
-    files = [(f.path, f.sha256) for f in info.folds]
-    files += [(f.features.path, f.features.sha256) for f in info.folds if f.features]
-    for rel, sha in files:
+    files = [(f.path, f.sha256, "the weights") for f in info.folds]
+    files += [(f.features.path, f.features.sha256, "the feature statistics")
+              for f in info.folds if f.features]  # fmt: skip
+    for rel, sha, what in files:
         wpath = Path(info.path) / rel
         if not wpath.is_file():
             raise WeightsError(f"{wpath}: weight file missing")
         actual = file_sha256(wpath)
         if actual != sha:
+            hint = (
+                "; if a `scaleseg train` completing them was interrupted, run it again with "
+                "the same arguments"
+                if what == "the feature statistics"
+                else ""
+            )
             raise WeightsError(
                 f"{wpath}: checksum mismatch (ensemble.json {sha[:12]}..., file "
-                f"{actual[:12]}...): the weights were changed or corrupted"
+                f"{actual[:12]}...): {what} were changed or corrupted{hint}"
             )
         if wpath.suffix == ".safetensors":
             _check_safetensors(wpath)

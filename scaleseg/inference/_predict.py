@@ -46,6 +46,10 @@ class RegionPrediction:
         Gaussian-weighted mean over windows, augmentations and members of each window's
         Mahalanobis distance of its pooled encoder features to the member's training
         statistics (None without statistics).
+    novelty : (h, w) ndarray of float32 or None
+        ν: the Gaussian-weighted share of windows, augmentations and members whose deepest
+        encoder cell covering the pixel is novel (:class:`~scaleseg.uncertainty.CellNovelty`;
+        None when the statistics have no per-cell part).
     """
 
     mean: np.ndarray
@@ -53,6 +57,17 @@ class RegionPrediction:
     extra: np.ndarray | None
     n_forward: int
     distance: np.ndarray | None = None
+    novelty: np.ndarray | None = None
+
+
+def _novel_pixels(feature_map, novelty, shape):
+    """``(B, H, W)`` float32 tensor: 1 where the pixel's cell of ``feature_map`` ``(B, D, h, w)``
+    (a torch tensor) is novel, each cell covering its share of the ``shape`` window."""
+    import torch
+
+    novel = novelty.novel(feature_map.cpu().numpy())
+    t = torch.from_numpy(novel.astype(np.float32))[:, None].to(feature_map.device)
+    return torch.nn.functional.interpolate(t, size=tuple(shape), mode="nearest")[:, 0]
 
 
 def _invert_extra(ext, t):
@@ -108,8 +123,9 @@ def predict_region(
         the softmax and all sums stay float32. Graph members carry their own precision.
     feature_stats : sequence of FeatureStats, optional
         One per model (smp models with an ``encoder``): also accumulate the feature distance
-        map (:attr:`RegionPrediction.distance`), captured by a hook during the same forward
-        passes.
+        map (:attr:`RegionPrediction.distance`) and, where every member's statistics have a
+        per-cell part, the novelty map (:attr:`RegionPrediction.novelty`), from the encoder
+        map captured by a hook during the same forward passes.
 
     Notes
     -----
@@ -119,7 +135,7 @@ def predict_region(
     """
     import torch
 
-    from ..models import autocast_dtype, capture_encoder_features
+    from ..models import autocast_dtype, capture_encoder_features, pool_deepest
     from ..uncertainty import mahalanobis
 
     if feature_stats is not None and len(feature_stats) != len(models):
@@ -149,6 +165,8 @@ def predict_region(
     sum_e = torch.zeros((n_extra, h, w), **opts) if n_extra else None
     sum_w = torch.zeros((h, w), **opts)
     sum_d = torch.zeros((h, w), **opts) if feature_stats is not None else None
+    with_novelty = feature_stats is not None and all(f.novelty for f in feature_stats)
+    sum_n = torch.zeros((h, w), **opts) if with_novelty else None
     for out, part in places:  # every member and augmentation adds the same weights
         sum_w[out] += weight[part]
     sum_w *= len(models) * len(transforms)
@@ -172,10 +190,13 @@ def predict_region(
                         raw = model(x)
                     raw = raw.float()  # float32 from here on
                     probs = torch.softmax(raw[:, :n_classes], dim=1)
-                    dist = None
+                    dist = novel = None
                     if sum_d is not None:
-                        feats = captured.pop().cpu().numpy()
+                        fmap = captured.pop()
+                        feats = pool_deepest(fmap).cpu().numpy()
                         dist = mahalanobis(feats, feature_stats[m]).astype(np.float32)
+                        if sum_n is not None:
+                            novel = _novel_pixels(fmap, feature_stats[m].novelty, x.shape[-2:])
                     n_forward += len(batch)
                     for j, (i, t) in enumerate(batch):
                         (oys, oxs), (sys_, sxs) = places[i]
@@ -189,10 +210,13 @@ def predict_region(
                             sum_e[:, oys, oxs] += e[0][:, sys_, sxs] * wgt
                         if dist is not None:
                             sum_d[oys, oxs] += wgt * float(dist[j])
+                        if novel is not None:
+                            sum_n[oys, oxs] += invert(novel[j], t)[sys_, sxs] * wgt
         if not bool((sum_w > 0).all()):
             raise ValueError("the windows do not cover the whole region (planning error)")
         mean = (sum_p / sum_w).cpu().numpy()
         mean_sq = (sum_p2 / sum_w).cpu().numpy()
         extra_mean = (sum_e / sum_w).cpu().numpy() if sum_e is not None else None
         distance = (sum_d / sum_w).cpu().numpy() if sum_d is not None else None
-    return RegionPrediction(mean, mean_sq, extra_mean, n_forward, distance)
+        novelty = (sum_n / sum_w).cpu().numpy() if sum_n is not None else None
+    return RegionPrediction(mean, mean_sq, extra_mean, n_forward, distance, novelty)

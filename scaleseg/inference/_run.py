@@ -155,6 +155,7 @@ def predict_unit(
             "class_counts": list(p.class_counts),
             "n_pixels": p.n_pixels,
             "sum_distance": None if np.isnan(p.sum_distance) else p.sum_distance,
+            "sum_u_novel": None if np.isnan(p.sum_u_novel) else p.sum_u_novel,
         },
         "n_forward": res["n_forward"],
         "seconds": round(t3 - t0, 4),
@@ -440,6 +441,7 @@ def _images_table(
                 tuple(r["partials"]["class_counts"]),
                 r["partials"]["n_pixels"],
                 _nan_if_none(r["partials"].get("sum_distance")),
+                _nan_if_none(r["partials"].get("sum_u_novel")),
             )
             for r in recs
         ]
@@ -455,7 +457,7 @@ def _images_table(
         for key in ("seconds", "seconds_read", "seconds_model", "seconds_write"):
             row[key] = round(sum(r[key] for r in recs), 3)
     table = pd.DataFrame(list(rows.values()))
-    for col in ("U", "U_epistemic", "ood_distance", "foreground_fraction"):
+    for col in ("U", "U_epistemic", "U_novel", "ood_distance", "foreground_fraction"):
         if col not in table:
             table[col] = np.nan
     if "U_reason" not in table:

@@ -36,6 +36,7 @@ __getattr__, __dir__, __all__ = attach(
         "build_model": "._factory",
         "capture_encoder_features": "._features",
         "channel_stats": "._normalize",
+        "deepest_map": "._features",
         "encoder_features": "._features",
         "engine_cache_dir": "._engines",
         "export_graph": "._engines",

@@ -2,12 +2,12 @@
 
 A member under any engine is a callable from a float32 tensor ``(B, C, H, W)`` to float32
 logits ``(B, K + E, H, W)``. The torch engine is the model itself. The graph engines run an
-ONNX graph of the member with two outputs -- the logits and the pooled deepest encoder
-features (the feature-distance score) -- exported from the member's weights once per user and
+ONNX graph of the member with two outputs -- the logits and the deepest encoder feature map
+(the feature distance and the novelty map) -- exported from the member's weights once per user and
 cached by their SHA-256 (:func:`graph_path`): nothing is ever written into an ensemble folder,
 and a graph is data (no code is executed when it is loaded). While
 :func:`~scaleseg.models.capture_encoder_features` is active, a graph member appends each
-batch's features to the capture list, as the torch hook does.
+batch's feature map to the capture list, as the torch hook does.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._features import pool_deepest
+from ._features import deepest_map
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,9 @@ __all__ = [
 ENGINES = ("torch", "onnxruntime", "openvino")
 _PACKAGES = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",)}
 _EXPORT_PACKAGES = ("onnx", "onnxscript")
-GRAPH_VERSION = 1
-"""Bumped whenever the exported graph changes (part of the cache key)."""
+GRAPH_VERSION = 2
+"""Bumped whenever the exported graph changes (part of the cache key). 2: the features output
+is the deepest map ``(B, D, h, w)``, no longer pooled."""
 
 
 def available_engines() -> tuple[str, ...]:
@@ -65,7 +66,7 @@ def engine_cache_dir() -> Path:
 
 
 class _WithFeatures(nn.Module):
-    """An smp model's forward, returning its pooled deepest encoder features too."""
+    """An smp model's forward, returning its deepest encoder feature map too."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -74,7 +75,7 @@ class _WithFeatures(nn.Module):
     def forward(self, x):
         features = self.model.encoder(x)
         masks = self.model.segmentation_head(self.model.decoder(features))
-        return masks, pool_deepest(features)
+        return masks, deepest_map(features)
 
 
 def graph_path(weights_sha256: str, tile_shape, in_channels: int) -> Path:
@@ -102,7 +103,7 @@ MAX_SHAPES = 8
 
 class GraphModel:
     """A member run by a graph engine: ``model(x)`` -> logits (float32 torch tensor on the
-    CPU); the pooled features go to the list of the calling thread's active capture
+    CPU); the deepest feature map goes to the list of the calling thread's active capture
     (:attr:`feature_store`).
 
     Graphs have a fixed window shape (faster than dynamic ones): one is loaded per input shape

@@ -7,7 +7,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["has_encoder", "pool_deepest", "encoder_features", "capture_encoder_features"]
+__all__ = [
+    "has_encoder",
+    "deepest_map",
+    "pool_deepest",
+    "encoder_features",
+    "capture_encoder_features",
+]
 
 
 def has_encoder(model) -> bool:
@@ -16,6 +22,12 @@ def has_encoder(model) -> bool:
     import torch
 
     return isinstance(getattr(model, "encoder", None), torch.nn.Module)
+
+
+def deepest_map(encoder_output):
+    """The deepest feature map ``(B, D, h, w)`` of an encoder's output (smp encoders return
+    one map per stage, deepest last)."""
+    return encoder_output[-1] if isinstance(encoder_output, list | tuple) else encoder_output
 
 
 def pool_deepest(encoder_output):
@@ -30,8 +42,7 @@ def pool_deepest(encoder_output):
     -------
     (B, D) float32 tensor
     """
-    f = encoder_output[-1] if isinstance(encoder_output, list | tuple) else encoder_output
-    return f.float().mean(dim=(-2, -1))
+    return deepest_map(encoder_output).float().mean(dim=(-2, -1))
 
 
 def encoder_features(model, x):
@@ -44,8 +55,9 @@ def encoder_features(model, x):
 
 @contextmanager
 def capture_encoder_features(model) -> Iterator[list]:
-    """While active, every forward pass of ``model`` in this thread appends its pooled deepest
-    encoder features ``(B, D)`` to the yielded list (a forward hook: no extra computation).
+    """While active, every forward pass of ``model`` in this thread appends its deepest encoder
+    feature map ``(B, D, h, w)`` (float32; :func:`pool_deepest` pools it) to the yielded list
+    (a forward hook: no extra computation).
     Captures in other threads sharing the model (a worker with several threads) do not see
     this thread's passes."""
     tid = threading.get_ident()
@@ -63,7 +75,7 @@ def capture_encoder_features(model) -> Iterator[list]:
 
     def hook(_m, _i, out):
         if threading.get_ident() == tid:
-            store.append(pool_deepest(out))
+            store.append(deepest_map(out).float())
 
     handle = model.encoder.register_forward_hook(hook)
     try:

@@ -18,6 +18,7 @@ __all__ = [
     "ENSEMBLE_FILE",
     "EncoderWeights",
     "EnsembleManifest",
+    "CellNoveltyEntry",
     "FeatureEntry",
     "FoldEntry",
     "DecisionThreshold",
@@ -57,6 +58,16 @@ class Calibration(_Typed):
     distances: list[float]
 
 
+class CellNoveltyEntry(_Typed):
+    """The per-cell part of a fold's feature statistics (the novelty map and ``U_novel``)."""
+
+    n_cells: int = Field(description="training cells the statistics were fitted on")
+    threshold: float = Field(
+        description="largest distance of any cell of the fold's validation images (all flips)"
+    )
+    rule: str = Field(description="how the cells were measured and the threshold chosen")
+
+
 class FeatureEntry(_Typed):
     """Encoder-feature statistics of one fold (the ``ood_distance`` score)."""
 
@@ -66,6 +77,7 @@ class FeatureEntry(_Typed):
     dim: int
     shrinkage: float
     calibration: Calibration | None = None
+    novelty: CellNoveltyEntry | None = None
     seconds: float | None = None
 
 

@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 #: Candidate out-of-distribution scores of an images table (higher = more suspicious).
-OOD_SCORES = ("U", "U_border", "U_epistemic", "ood_distance")
+OOD_SCORES = ("U", "U_border", "U_novel", "U_epistemic", "ood_distance")
 _FALSE = {"", "0", "false", "no", "none", "nan", "id", "in"}
 
 

@@ -71,7 +71,7 @@ def plot_u_histogram(
     ax.set_xlabel(f"image uncertainty {score}")
     ax.set_ylabel("images")
     ax.set_title(f"{len(ok)} images" + (f" ({n_nan} with {score} undefined)" if n_nan else ""))
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper right")  # "best" is slow and warns
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return Path(path)
@@ -107,7 +107,7 @@ def plot_u_vs_score(
     ax.set_ylabel(metric)
     r_text = f"{r:.3f}" if np.isfinite(r) else "undefined"
     ax.set_title(f"test set: Pearson r = {r_text} (n = {n})", fontsize=10)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="lower left")  # higher U, lower metric: lower right
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return Path(path)

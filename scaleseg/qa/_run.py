@@ -26,7 +26,7 @@ from ._inputs import read_evaluation, read_ood_labels, read_prediction_table
 from ._report import plot_u_histogram, plot_u_vs_score, write_html_report
 from ._table import class_summary, instance_class_totals, ood_summary, qa_table
 from ._thumbnails import read_thumbnail, render_thumbnail
-from ._variants import IMAGE_SCORES, add_image_score
+from ._variants import IMAGE_SCORES, add_image_score, check_score
 
 __all__ = ["QA_OUTPUTS", "check_qa_output", "run_qa", "thumbnail_task"]
 
@@ -121,9 +121,9 @@ def run_qa(
         A fixed threshold of the feature-distance rule (default: the ensemble's calibrated
         threshold recorded by predict).
     score : str
-        The image score to rank, flag and correlate by: ``U`` (what predict recorded) or
-        ``U_border`` (computed here from the stored maps, see :mod:`scaleseg.qa._variants`,
-        one task per image; added as a column).
+        The image score to rank, flag and correlate by: ``U`` or ``U_novel`` (what predict
+        recorded) or ``U_border`` (computed here from the stored maps, see
+        :mod:`scaleseg.qa._variants`, one task per image; added as a column).
     reference : str, optional
         The evaluation's reference when it holds several.
     test_images : path or list of str, optional
@@ -154,6 +154,7 @@ def run_qa(
         )
     pred = Path(prediction)
     images = read_prediction_table(pred)
+    check_score(images, score, str(pred))
     out = check_qa_output(out_dir, pred, overwrite=overwrite)
     scores = per_image = None
     info_extra: dict[str, Any] = {}

@@ -8,6 +8,11 @@ members disagree where the experts do, at object borders, and object interiors o
 that. It is read back from ``images/<name>.zarr`` (the u channel and ``labels/semantic``) chunk
 by chunk with a halo of ``BORDER_WIDTH`` pixels, so it equals the whole-image value whatever the
 chunking and never holds more than a few chunks of one image in memory.
+
+``U_novel`` (predict records it, :mod:`scaleseg.uncertainty._maps`) is the mean over predicted
+foreground of max(u, ν), ν the share of members and flips whose deepest encoder cell there lies
+beyond every cell of the fold's held-out images. It ranks images whose errors the members
+agree on -- foreign structures segmented confidently -- where U and U_border cannot.
 """
 
 from __future__ import annotations
@@ -18,10 +23,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["BORDER_WIDTH", "IMAGE_SCORES", "add_image_score", "border_score"]
+__all__ = [
+    "BORDER_WIDTH",
+    "IMAGE_SCORES",
+    "add_image_score",
+    "border_score",
+    "check_score",
+]
+
+_NO_NOVEL = (
+    "has no U_novel: its ensemble's feature statistics have no per-cell part (trained before "
+    "U_novel existed, or without validation images). Re-run `scaleseg train` with the same "
+    "arguments to complete them, then predict again"
+)
 
 #: The image scores ``qa`` can rank, flag and correlate by (``--score``).
-IMAGE_SCORES = ("U", "U_border")
+IMAGE_SCORES = ("U", "U_border", "U_novel")
+#: The image scores predict records (qa reads them from its table).
+PREDICTED_SCORES = ("U", "U_novel")
 #: Width of the object border of ``U_border`` in pixels.
 BORDER_WIDTH = 2
 
@@ -62,6 +81,18 @@ def border_score(output_url: str, *, width: int = BORDER_WIDTH) -> float:
     return float(total) / int(count) if count else float("nan")
 
 
+def check_score(table: pd.DataFrame, score: str, where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` when ``table`` (a predict images table) cannot
+    give ``score``: ``U_novel`` needs at least one value (an ensemble with per-cell
+    statistics)."""
+    if score != "U_novel":
+        return
+    ok = table["status"] == "ok" if "status" in table else slice(None)
+    values = pd.to_numeric(table[score][ok], errors="coerce") if score in table else None
+    if values is None or not values.notna().any():
+        raise ValueError(f"{where} {_NO_NOVEL}")
+
+
 def _score_job(job: dict[str, Any]) -> tuple[str, float]:
     return job["image"], border_score(job["output"], width=job["width"])
 
@@ -79,7 +110,7 @@ def add_image_score(
     Raises
     ------
     ValueError
-        For an unknown score.
+        For an unknown score, or ``U_novel`` for a prediction that has none.
     """
     from ..executor import map_units
 
@@ -87,7 +118,8 @@ def add_image_score(
         raise ValueError(
             f"unknown image score {score!r}; expected one of {', '.join(IMAGE_SCORES)}"
         )
-    if score == "U":
+    if score in PREDICTED_SCORES:
+        check_score(table, score, "the prediction")
         return table
     t = table.copy()
     ok = (t["status"] == "ok") & t["output"].map(lambda v: isinstance(v, str) and bool(v))

@@ -95,8 +95,9 @@ class PredictResult:
             f"({self.units_run} units run, {self.units_resumed} resumed)"
         ]
         lines += [f"  failed {r['image']}: {r['error']}" for _, r in self.failed.iterrows()]
-        cols = [c for c in ("rank", "image", "U", "U_epistemic", "foreground_fraction", "seconds")
-                if c in t]  # fmt: skip
+        cols = [c for c in ("rank", "image", "U", "U_epistemic", "U_novel", "foreground_fraction",
+                            "seconds")
+                if c in t and (c != "U_novel" or t[c].notna().any())]  # fmt: skip
         lines.append(t[cols].head(10).to_string(index=False))
         if self.instances is not None:
             lines += self.instances.summary()
@@ -186,7 +187,11 @@ def predict(
             "images": image_selection(r.name for r in refs),
             "ensemble": absolute(ensemble),
         },  # fmt: skip
-        model={"checksums": list(info.checksums)},
+        # the feature statistics decide ood_distance and U_novel: a changed file is a new run
+        model={
+            "checksums": list(info.checksums),
+            "features": [None if f.features is None else f.features.sha256 for f in info.folds],
+        },
         post_steps=["instances"] if _wants(instances) else [],
     )
     run = StageRun("predict", out, spec, inputs={"input": input, "ensemble": ensemble},
@@ -199,6 +204,8 @@ def predict(
     with run:
         for f in info.folds:
             run.record.add_model(f"fold_{f.fold}", f.sha256)
+            if f.features is not None:
+                run.record.add_model(f"fold_{f.fold}_features", f.features.sha256)
         if run.status == "resume" and (out / COMPLETE).is_file():
             table = pd.read_parquet(out / "images.parquet")
             res = {"images": table, "units_run": 0, "units_resumed": int(table["n_blocks"].sum())}

@@ -32,6 +32,9 @@ class TrainResult:
         Folds trained by this call and folds found finished.
     exported : tuple of Path
         Files written by the ``export`` post-step in this call.
+    features_completed : bool
+        Whether this call completed the feature statistics of an ensemble whose folds were all
+        finished (statistics written by an older scaleseg: no calibration or per-cell part).
     warnings : tuple of str
         Things the user should know (images without labels, missing pretrained weights).
     """
@@ -42,6 +45,7 @@ class TrainResult:
     folds_resumed: tuple[int, ...] = ()
     exported: tuple[Path, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    features_completed: bool = False
 
     def summary(self) -> list[str]:
         """Lines for a person (what the CLI prints)."""
@@ -52,6 +56,12 @@ class TrainResult:
         lines = [f"warning: {w}" for w in (*self.warnings, *saturation_warnings(m))]
         if not self.folds_trained and self.folds_resumed:
             lines.append(f"{self.output}: every fold was already trained (same request)")
+            if self.features_completed:
+                lines.append(
+                    "completed the feature statistics (written by an older scaleseg): "
+                    "ensemble.json changed; predictions made before need predict again for "
+                    "U_novel"
+                )
         elif self.folds_resumed:
             lines.append(f"resumed: folds {list(self.folds_resumed)} were finished and kept")
         lines.append(
@@ -71,6 +81,13 @@ class TrainResult:
             lines.append(
                 f"feature-distance threshold for qa's review rule: {t.value:.4g} (the largest of "
                 f"{t.n_images} held-out training images; median {t.median:.4g})"
+            )
+        novel = [f.features.novelty for f in m.folds if f.features and f.features.novelty]
+        if novel and len(novel) == len(m.folds):
+            lines.append(
+                "cell-novelty thresholds for U_novel: "
+                + ", ".join(f"{n.threshold:.4g}" for n in novel)
+                + " (per fold: the largest cell distance of its validation images)"
             )
         lines += [f"exported {p}" for p in self.exported]
         return lines
@@ -194,6 +211,7 @@ def train(
     with run:
         done = tuple(finished_folds(out))
         manifest = None
+        completing = bool(done) and (out / "ensemble.json").is_file() and not _complete(out)
         if _complete(out):
             manifest = EnsembleManifest.read(out)
         else:
@@ -226,18 +244,24 @@ def train(
             exported=[str(p) for p in exported],
         )  # fmt: skip
     return TrainResult(out, manifest, trained, tuple(f for f in done), tuple(exported),
-                       tuple(warnings))  # fmt: skip
+                       tuple(warnings), features_completed=completing and not trained)  # fmt: skip
 
 
 def _complete(out: Path) -> bool:
-    """A finished ensemble whose folds all carry feature statistics and their calibration."""
+    """A finished ensemble whose folds all carry feature statistics, their calibration and
+    (folds with validation images) the per-cell part; a re-run completes an older one."""
     from ..models import EnsembleManifest
 
     try:
         m = EnsembleManifest.read(out)
     except (FileNotFoundError, ValueError):
         return False
-    return all(f.features is not None and f.features.calibration is not None for f in m.folds)
+    return all(
+        f.features is not None
+        and f.features.calibration is not None
+        and (f.features.novelty is not None or not f.valid_images)
+        for f in m.folds
+    )
 
 
 def _exported(out: Path, manifest, fmt: str) -> bool:

@@ -399,7 +399,10 @@ def write_model_card(manifest: EnsembleManifest, path: Path) -> Path:
         "",
         *[line for w in saturation_warnings(manifest) for line in (f"**Warning**: {w}", "")],
         *_decision_lines(manifest.decision_threshold),
-        *_threshold_lines(manifest.ood_threshold),
+        *_threshold_lines(
+            manifest.ood_threshold,
+            all(f.features is not None and f.features.novelty for f in manifest.folds),
+        ),
         "## Library versions",
         "",
         *[f"- {k}: {v}" for k, v in manifest.versions.items() if v],
@@ -438,14 +441,22 @@ def _decision_lines(thr) -> list[str]:
     ]
 
 
-def _threshold_lines(thr) -> list[str]:
+def _threshold_lines(thr, novelty: bool) -> list[str]:
     if thr is None:
         return []
-    return [
+    lines = [
         "## Out-of-distribution review threshold",
         "",
         f"`qa` flags images whose feature distance `ood_distance` reaches {thr.value:.4g}: "
         f"the {thr.rule}; {thr.n_images} held-out images, median {thr.median:.4g}.",
+        "",
+    ]
+    if not novelty:
+        return lines
+    return lines + [
+        "`U_novel` (a column of predict's table, `qa --score U_novel`) raises u to 1 on "
+        "foreground pixels whose encoder cell lies beyond every cell of the fold's held-out "
+        "images: confident errors on structures the training never showed count as uncertain.",
         "",
     ]
 

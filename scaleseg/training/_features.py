@@ -34,12 +34,21 @@ __all__ = [
     "FeatureUnit",
     "distance_threshold",
     "ensure_fold_features",
+    "cell_window",
     "feature_windows",
+    "fold_cell_novelty",
     "fold_features",
     "image_distances",
 ]
 
 FEATURES_FILE = "features.safetensors"
+#: Most training cells the per-cell statistics of one fold are fitted on (memory bound).
+MAX_CELLS = 65536
+NOVELTY_RULE = (
+    "cells of predict's default window over the fold's training images (at most "
+    f"{MAX_CELLS} in all); a cell is novel beyond the largest distance of any cell of the "
+    "fold's validation images under the four flips"
+)
 
 
 def feature_windows(
@@ -50,10 +59,7 @@ def feature_windows(
     from ..inference import plan_tiles
 
     wins = plan_tiles(shape, tile_shape=tile_shape, overlap=0.0).windows()
-    if len(wins) <= max_windows:
-        return wins
-    idx = np.unique(np.linspace(0, len(wins) - 1, max_windows).round().astype(int))
-    return [wins[i] for i in idx]
+    return [wins[i] for i in _spread(len(wins), max_windows)]
 
 
 def _window_features(
@@ -66,24 +72,30 @@ def _window_features(
     batch_size: int,
     device,
     tta: str = "none",
+    cells: bool = False,
 ):
     """Yield ``(item index, (T, B, D) features)`` for batches of each item's windows, one row
-    per test-time transform of ``tta`` (``"none"``: T = 1)."""
+    per test-time transform of ``tta`` (``"none"``: T = 1).
+
+    ``cells``: the windows are predict's default window for the image (:func:`cell_window`)
+    and each row is the deepest map ``(D, h, w)`` (float32), not its pool.
+    """
     import torch
 
     from ..blocks import read_region
     from ..inference._tta import apply, tta_transforms
     from ..io import open_image, to_cyx
-    from ..models import encoder_features
+    from ..models import deepest_map, encoder_features
 
     norm = normalization
     transforms = tta_transforms(tta)
-    ty, tx = tile_shape
     with torch.inference_mode():
         for j, item in enumerate(items):
             image = to_cyx(open_image(item.image_url))
             shape = (int(image.shape[1]), int(image.shape[2]))
-            wins = feature_windows(shape, tile_shape, max_windows=max_windows)
+            window = cell_window(shape, tile_shape) if cells else tuple(tile_shape)
+            ty, tx = window
+            wins = feature_windows(shape, window, max_windows=max_windows)
             bound = norm.for_image(image)
             for b0 in range(0, len(wins), batch_size):
                 tiles = [
@@ -91,8 +103,88 @@ def _window_features(
                     for y, x in wins[b0 : b0 + batch_size]
                 ]
                 x = torch.from_numpy(np.stack(tiles).astype(np.float32)).to(device)
-                feats = [encoder_features(model, apply(x, t)).cpu().numpy() for t in transforms]
-                yield j, np.stack(feats).astype(np.float64)
+                if cells:
+                    maps = [deepest_map(model.encoder(apply(x, t))).float() for t in transforms]
+                    yield j, np.stack([m.cpu().numpy() for m in maps])
+                else:
+                    feats = [encoder_features(model, apply(x, t)).cpu().numpy() for t in transforms]
+                    yield j, np.stack(feats).astype(np.float64)
+
+
+def cell_window(shape: tuple[int, int], tile_shape: tuple[int, int]) -> tuple[int, int]:
+    """The window the per-cell statistics are measured in for an image of ``shape``: predict's
+    default window (the training tile times ``tile_scale``, cut to the image), so that cells
+    near window borders are as frequent as in predict's default windows."""
+    from ..config import PredictConfig
+
+    return PredictConfig().window_for(shape, tile_shape)
+
+
+def _spread(n: int, k: int) -> np.ndarray:
+    """At most ``k`` indices of ``range(n)``, evenly spread."""
+    return np.arange(n) if n <= k else np.unique(np.linspace(0, n - 1, k).round().astype(int))
+
+
+def fold_cell_novelty(
+    model,
+    train_items: list,
+    valid_items: list,
+    *,
+    normalization: Normalization,
+    tile_shape: tuple[int, int],
+    max_windows: int = 32,
+    max_cells: int = MAX_CELLS,
+    batch_size: int = 2,
+    device=None,
+):
+    """The per-cell part of a fold's statistics (:class:`~scaleseg.uncertainty.CellNovelty`):
+    the mean and precision of the cells of the training images' windows (at most ``max_cells``
+    in all, evenly spread over each image's cells), and the threshold -- the largest distance
+    of any cell of the validation images' windows under each of predict's four flips. None
+    without validation images (nothing unseen to calibrate on) or with fewer than two cells.
+    Returns ``(novelty, n_cells)``.
+    """
+    import torch
+
+    from ..uncertainty import CellNovelty, cell_distances, fit_feature_stats
+
+    if not valid_items or not train_items:
+        return None, 0
+    kw = dict(
+        normalization=normalization,
+        tile_shape=tuple(tile_shape),
+        max_windows=max_windows,
+        batch_size=batch_size,
+        device=device or torch.device("cpu"),
+        cells=True,
+    )
+    per_image = max(1, max_cells // len(train_items))
+    rows: list[np.ndarray] = []
+    current: list[np.ndarray] = []  # the cells of one image (batches come image by image)
+
+    def keep() -> None:
+        if current:
+            cells = np.concatenate(current)
+            rows.append(cells[_spread(len(cells), per_image)].astype(np.float64))
+            current.clear()
+
+    last = None
+    for j, maps in _window_features(model, train_items, **kw):
+        if j != last:
+            keep()
+            last = j
+        _, b, d, h, w = maps.shape
+        current.append(np.moveaxis(maps[0], 1, -1).reshape(b * h * w, d))
+    keep()
+    train = np.concatenate(rows)
+    if train.shape[0] < 2:
+        return None, 0
+    stats = fit_feature_stats(train)
+    largest = max(
+        float(cell_distances(maps.reshape(-1, *maps.shape[2:]), stats).max())
+        for _, maps in _window_features(model, valid_items, tta="flips", **kw)
+    )
+    return CellNovelty(stats, largest), int(train.shape[0])
 
 
 def fold_features(
@@ -200,16 +292,18 @@ def ensure_fold_features(
     max_windows: int = 32,
     torch_threads: int | None = 1,
 ) -> dict[str, Any] | None:
-    """Feature statistics of fold ``fold`` and the calibration distances of its validation
-    images (computed once; an existing file that holds both is kept, one without calibration
-    is completed).
+    """Feature statistics of fold ``fold``, the calibration distances of its validation images
+    and the per-cell part (:func:`fold_cell_novelty`), computed once: an existing file that
+    holds all three is kept, one without calibration or without the per-cell part (written
+    by an older scaleseg) is completed.
 
     Returns
     -------
     dict or None
         The fold's ``features`` entry of ``ensemble.json``: ``path`` (relative to the
         ensemble), ``sha256``, ``n_samples``, ``dim``, ``shrinkage``, ``calibration``
-        (``images``, ``distances``) and ``seconds``; None when the training images hold fewer
+        (``images``, ``distances``), ``novelty`` (``n_cells``, ``threshold``, ``rule``; None
+        without validation images) and ``seconds``; None when the training images hold fewer
         than two windows (no covariance to estimate).
     """
     import torch
@@ -233,7 +327,9 @@ def ensure_fold_features(
     arrays = {k: v.numpy() for k, v in read_weights(path).items()} if path.is_file() else {}
     stats = FeatureStats.from_arrays(arrays) if arrays else None
     calibration = arrays.get("calibration")
-    if stats is None or (calibration is None and valid_items):
+    n_cells = int(arrays["cell_n_samples"].ravel()[0]) if "cell_n_samples" in arrays else 0
+    missing_cells = stats is not None and stats.novelty is None and bool(valid_items)
+    if stats is None or (calibration is None and valid_items) or missing_cells:
         if torch_threads:  # a worker task: torch threads and the allocator
             from ..worker import prepare_worker_process
 
@@ -253,9 +349,13 @@ def ensure_fold_features(
             if feats.shape[0] < 2:
                 return None
             stats = fit_feature_stats(feats)
-        calibration = (
-            image_distances(model, valid_items, stats, **kw) if valid_items else np.zeros(0)
-        )
+        if calibration is None:
+            calibration = (
+                image_distances(model, valid_items, stats, **kw) if valid_items else np.zeros(0)
+            )
+        if stats.novelty is None:
+            novelty, n_cells = fold_cell_novelty(model, train_items, valid_items, **kw)
+            stats = dataclasses.replace(stats, novelty=novelty)
         arrays = {k: torch.from_numpy(v) for k, v in stats.to_arrays().items()}
         arrays["calibration"] = torch.from_numpy(np.asarray(calibration, dtype=np.float64))
         save_weights(arrays, path, metadata={"what": "scaleseg encoder-feature statistics"})
@@ -268,6 +368,13 @@ def ensure_fold_features(
         "calibration": {
             "images": [getattr(i, "name", str(i)) for i in valid_items],
             "distances": [round(float(v), 6) for v in np.asarray(calibration).ravel()],
+        },
+        "novelty": None
+        if stats.novelty is None
+        else {
+            "n_cells": n_cells,
+            "threshold": round(stats.novelty.threshold, 6),
+            "rule": NOVELTY_RULE,
         },
         "seconds": round(time.perf_counter() - t0, 2),
     }

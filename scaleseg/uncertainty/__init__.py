@@ -6,10 +6,12 @@ from .._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
+        "CellNovelty": "._features",
         "FeatureStats": "._features",
         "ScorePartials": "._maps",
         "UncertaintyMaps": "._maps",
         "argmax_labels": "._maps",
+        "cell_distances": "._features",
         "combine_partials": "._maps",
         "fit_feature_stats": "._features",
         "image_score": "._maps",

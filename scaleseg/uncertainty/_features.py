@@ -6,6 +6,12 @@ one vector ``f`` (D values); the training set's vectors give a mean ``μ`` and a
 covariance ``Σ``; a window's score is ``d = sqrt((f - μ)ᵀ Σ⁻¹ (f - μ))``. Images far from the
 training data in feature space get large distances even where the members agree with each other
 (where the epistemic part of u is blind).
+
+The same distance per *cell* (one position of the deepest map, before pooling) says *where* an
+image is foreign: :class:`CellNovelty` holds the training cells' statistics and a threshold, the
+largest distance of any cell of the fold's held-out images; a cell beyond it is *novel*. Predict
+turns the novel cells into a map ν (the weighted share of members and flips that find the pixel's
+cell novel) and the image score ``U_novel`` (:mod:`scaleseg.uncertainty._maps`).
 """
 
 from __future__ import annotations
@@ -14,7 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FeatureStats", "fit_feature_stats", "ledoit_wolf", "mahalanobis"]
+__all__ = [
+    "CellNovelty",
+    "FeatureStats",
+    "cell_distances",
+    "fit_feature_stats",
+    "ledoit_wolf",
+    "mahalanobis",
+]
 
 
 def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -62,39 +75,91 @@ class FeatureStats:
     n_samples : int
         Windows the statistics were measured on.
     shrinkage : float
+    novelty : CellNovelty, optional
+        Per-cell statistics and threshold (the novelty map and ``U_novel``); None for
+        statistics written before the novelty map existed.
     """
 
     mean: np.ndarray
     precision: np.ndarray
     n_samples: int
     shrinkage: float
+    novelty: CellNovelty | None = None
 
     @property
     def dim(self) -> int:
         return int(self.mean.shape[0])
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {
-            "mean": np.ascontiguousarray(self.mean, dtype=np.float64),
-            "precision": np.ascontiguousarray(self.precision, dtype=np.float64),
-            "n_samples": np.array([self.n_samples], dtype=np.int64),
-            "shrinkage": np.array([self.shrinkage], dtype=np.float64),
-        }
+        out = _stats_arrays(self, "")
+        if self.novelty is not None:
+            out.update(_stats_arrays(self.novelty.stats, CELL_PREFIX))
+            out[CELL_PREFIX + "threshold"] = np.array([self.novelty.threshold], dtype=np.float64)
+        return out
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> FeatureStats:
-        mean = np.asarray(arrays["mean"], dtype=np.float64)
-        precision = np.asarray(arrays["precision"], dtype=np.float64)
-        if mean.ndim != 1 or precision.shape != (mean.size, mean.size):
-            raise ValueError(
-                f"feature statistics: mean {mean.shape} and precision {precision.shape} disagree"
+        pooled = _stats_from_arrays(arrays, "")
+        novelty = None
+        if CELL_PREFIX + "threshold" in arrays:
+            novelty = CellNovelty(
+                _stats_from_arrays(arrays, CELL_PREFIX),
+                float(np.asarray(arrays[CELL_PREFIX + "threshold"]).ravel()[0]),
             )
-        return cls(
-            mean,
-            precision,
-            int(np.asarray(arrays["n_samples"]).ravel()[0]),
-            float(np.asarray(arrays["shrinkage"]).ravel()[0]),
+        return cls(pooled.mean, pooled.precision, pooled.n_samples, pooled.shrinkage, novelty)
+
+
+#: Key prefix of the per-cell statistics in a statistics file.
+CELL_PREFIX = "cell_"
+
+
+def _stats_arrays(stats: FeatureStats, prefix: str) -> dict[str, np.ndarray]:
+    return {
+        prefix + "mean": np.ascontiguousarray(stats.mean, dtype=np.float64),
+        prefix + "precision": np.ascontiguousarray(stats.precision, dtype=np.float64),
+        prefix + "n_samples": np.array([stats.n_samples], dtype=np.int64),
+        prefix + "shrinkage": np.array([stats.shrinkage], dtype=np.float64),
+    }
+
+
+def _stats_from_arrays(arrays: dict[str, np.ndarray], prefix: str) -> FeatureStats:
+    mean = np.asarray(arrays[prefix + "mean"], dtype=np.float64)
+    precision = np.asarray(arrays[prefix + "precision"], dtype=np.float64)
+    if mean.ndim != 1 or precision.shape != (mean.size, mean.size):
+        raise ValueError(
+            f"feature statistics: mean {mean.shape} and precision {precision.shape} disagree"
         )
+    return FeatureStats(
+        mean,
+        precision,
+        int(np.asarray(arrays[prefix + "n_samples"]).ravel()[0]),
+        float(np.asarray(arrays[prefix + "shrinkage"]).ravel()[0]),
+    )
+
+
+@dataclass(frozen=True)
+class CellNovelty:
+    """Where an image is foreign to one member: statistics of its training images' cells (the
+    positions of the deepest encoder map, ``D`` values each) and the distance beyond which a
+    cell is novel.
+
+    Attributes
+    ----------
+    stats : FeatureStats
+        Mean and precision of the training cells.
+    threshold : float
+        The largest distance of any cell of the fold's held-out (validation) images: a cell
+        farther than every cell of unseen in-distribution images is novel. Label-free, and
+        the per-cell counterpart of the image rule's threshold (the largest ``ood_distance``
+        of a held-out image).
+    """
+
+    stats: FeatureStats
+    threshold: float
+
+    def novel(self, feature_map: np.ndarray) -> np.ndarray:
+        """``(B, h, w)`` bool: which cells of ``feature_map`` ``(B, D, h, w)`` are novel."""
+        return cell_distances(feature_map, self.stats) > self.threshold
 
 
 def fit_feature_stats(features: np.ndarray) -> FeatureStats:
@@ -119,5 +184,17 @@ def mahalanobis(features: np.ndarray, stats: FeatureStats) -> np.ndarray:
     if f.ndim != 2 or f.shape[1] != stats.dim:
         raise ValueError(f"features of shape {f.shape} do not match statistics of dim {stats.dim}")
     diff = f - stats.mean
-    d2 = np.einsum("nd,de,ne->n", diff, stats.precision, diff)
+    # (diff P) . diff row by row: one matrix product (30x faster than a three-operand einsum)
+    d2 = np.einsum("nd,nd->n", diff @ stats.precision, diff)
     return np.sqrt(np.clip(d2, 0.0, None))
+
+
+def cell_distances(feature_map: np.ndarray, stats: FeatureStats) -> np.ndarray:
+    """Mahalanobis distance of every cell of ``feature_map`` ``(B, D, h, w)`` (one ``D``-vector
+    per position) to ``stats``: ``(B, h, w)`` float64."""
+    f = np.asarray(feature_map)
+    if f.ndim != 4:
+        raise ValueError(f"need a (B, D, h, w) feature map, got shape {f.shape}")
+    b, d, h, w = f.shape
+    rows = np.moveaxis(f, 1, -1).reshape(b * h * w, d)
+    return mahalanobis(rows, stats).reshape(b, h, w)

@@ -12,6 +12,15 @@ so the map ``u = ζ/K Σ_k p̄_k (1 - p̄_k)`` (ζ = 4 puts u in [0, 1]) splits 
 
 U is the mean of u over predicted foreground (ŷ ≠ 0), computed from partial sums so any blocking
 gives the whole-image value.
+
+``U_novel`` is the same mean with every foreground pixel's u raised to the novelty ν of its
+pixel (:class:`~scaleseg.uncertainty.CellNovelty`: the weighted share of members and flips
+whose deepest encoder cell there lies beyond every held-out training cell)::
+
+    U_novel = mean over ŷ ≠ 0 of max(u, ν)
+
+It equals U where nothing is novel and stays in [0, 1]. Members that agree on foreign
+structures (confident errors) give low u there; ν counts those pixels as uncertain.
 """
 
 from __future__ import annotations
@@ -109,8 +118,9 @@ def object_border(labels: np.ndarray, width: int = 2) -> np.ndarray:
 @dataclass(frozen=True)
 class ScorePartials:
     """Partial sums of one block: Σu and Σ epistemic over predicted foreground, its pixel count,
-    per-class pixel counts, the total pixel count and Σ of the feature-distance map over all
-    pixels (NaN when the ensemble has no feature statistics)."""
+    per-class pixel counts, the total pixel count, Σ of the feature-distance map over all
+    pixels (NaN when the ensemble has no feature statistics) and Σ max(u, ν) over predicted
+    foreground (NaN without a novelty map)."""
 
     sum_u: float
     sum_epistemic: float
@@ -118,6 +128,7 @@ class ScorePartials:
     class_counts: tuple[int, ...]
     n_pixels: int
     sum_distance: float = float("nan")
+    sum_u_novel: float = float("nan")
 
 
 def score_partials(
@@ -126,10 +137,15 @@ def score_partials(
     *,
     n_classes: int,
     distance: np.ndarray | None = None,
+    novelty: np.ndarray | None = None,
 ) -> ScorePartials:
-    """Partial sums for U (and the feature distance, given its ``(Y, X)`` map) over one block
-    (``labels`` and maps of the block core)."""
+    """Partial sums for U (the feature distance and ``U_novel``, given their ``(Y, X)`` maps)
+    over one block (``labels`` and maps of the block core)."""
     fg = labels != 0
+    u_novel = float("nan")
+    if novelty is not None:
+        raised = np.maximum(maps.u[fg], np.asarray(novelty, dtype=np.float32)[fg])
+        u_novel = float(raised.sum(dtype=np.float64))
     counts = np.bincount(labels.ravel(), minlength=n_classes)[:n_classes]
     return ScorePartials(
         sum_u=float(maps.u[fg].sum(dtype=np.float64)),
@@ -138,6 +154,7 @@ def score_partials(
         class_counts=tuple(int(c) for c in counts),
         n_pixels=int(labels.size),
         sum_distance=(float("nan") if distance is None else float(distance.sum(dtype=np.float64))),
+        sum_u_novel=u_novel,
     )
 
 
@@ -156,11 +173,13 @@ def combine_partials(parts: list[ScorePartials]) -> ScorePartials:
         class_counts=tuple(int(c) for c in counts),
         n_pixels=sum(p.n_pixels for p in parts),
         sum_distance=math.fsum(p.sum_distance for p in parts),  # NaN if any block lacks it
+        sum_u_novel=math.fsum(p.sum_u_novel for p in parts),
     )
 
 
 def image_score(p: ScorePartials) -> dict[str, float | str]:
-    """U (mean u over predicted foreground), the epistemic score, the feature distance
+    """U (mean u over predicted foreground), the epistemic score, ``U_novel`` (mean of
+    max(u, ν) over predicted foreground; NaN without a novelty map), the feature distance
     (``ood_distance``: mean of the distance map over all pixels) and class fractions.
 
     Returns NaN for U with a reason when nothing is predicted as foreground.
@@ -172,11 +191,17 @@ def image_score(p: ScorePartials) -> dict[str, float | str]:
     for k, c in enumerate(p.class_counts):
         out[f"class_{k}_fraction"] = c / p.n_pixels if p.n_pixels else float("nan")
     if p.n_foreground == 0:
-        out.update(U=float("nan"), U_epistemic=float("nan"), U_reason="no foreground predicted")
+        out.update(
+            U=float("nan"),
+            U_epistemic=float("nan"),
+            U_novel=float("nan"),
+            U_reason="no foreground predicted",
+        )
     else:
         out.update(
             U=p.sum_u / p.n_foreground,
             U_epistemic=p.sum_epistemic / p.n_foreground,
+            U_novel=p.sum_u_novel / p.n_foreground,
             U_reason="",
         )
     return out
