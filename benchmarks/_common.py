@@ -57,6 +57,7 @@ def add_feature_stats(ensemble: Path, n_windows: int = 24, seed: int = 0) -> Pat
         capture_encoder_features,
         file_sha256,
         load_weights,
+        pool_deepest,
         save_weights,
     )
     from scaleseg.uncertainty import fit_feature_stats
@@ -75,7 +76,7 @@ def add_feature_stats(ensemble: Path, n_windows: int = 24, seed: int = 0) -> Pat
         with torch.inference_mode(), capture_encoder_features(model) as feats:
             for i in range(0, n_windows, 4):
                 model(x[i : i + 4])
-        stats = fit_feature_stats(torch.cat(feats).numpy())
+        stats = fit_feature_stats(torch.cat([pool_deepest(f) for f in feats]).numpy())
         rel = f"{Path(f.path).parent}/features.safetensors"
         arrays = {k: torch.from_numpy(v) for k, v in stats.to_arrays().items()}
         save_weights(arrays, ensemble / rel, metadata={"what": "benchmark feature statistics"})

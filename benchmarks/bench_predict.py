@@ -116,7 +116,7 @@ def _pure_forward(ens: str, n_forward: int, opts) -> dict:
     import torch
 
     from scaleseg.inference import get_feature_stats, get_models, read_ensemble
-    from scaleseg.models import capture_encoder_features
+    from scaleseg.models import capture_encoder_features, pool_deepest
     from scaleseg.uncertainty import mahalanobis
     from scaleseg.worker import prepare_worker_process
 
@@ -136,7 +136,7 @@ def _pure_forward(ens: str, n_forward: int, opts) -> dict:
                 for b in range(0, per_model, batch):
                     m(x[: min(batch, per_model - b)])
                     if stats:
-                        mahalanobis(feats.pop().numpy(), stats[k])
+                        mahalanobis(pool_deepest(feats.pop()).numpy(), stats[k])
         return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}
 
 

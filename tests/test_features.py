@@ -164,12 +164,14 @@ def test_distance_map_of_one_window_is_the_mean_over_members_and_flips(rng):
     ).distance is None  # fmt: skip
 
 
-def test_novelty_map_is_the_weighted_share_of_novel_cells_over_members_and_flips(rng):
+@pytest.mark.parametrize("shape", [(96, 64), (100, 70)])  # 3 x 2 cells; 4 x 3, partial last
+def test_novelty_map_is_the_weighted_share_of_novel_cells_over_members_and_flips(rng, shape):
     from scaleseg.inference import apply, invert, predict_region, tta_transforms
     from scaleseg.uncertainty import CellNovelty, cell_distances
 
     models = [_smp(0), _smp(1)]
-    image = rng.normal(size=(1, 96, 64)).astype(np.float32)  # a 3 x 2 cell grid, not square
+    hh, ww = shape
+    image = rng.normal(size=(1, hh, ww)).astype(np.float32)  # not square
     train = torch.from_numpy(rng.normal(size=(12, 1, 64, 64)).astype(np.float32))
     x = torch.from_numpy(image[None])
     stats, direct = [], []
@@ -184,26 +186,27 @@ def test_novelty_map_is_the_weighted_share_of_novel_cells_over_members_and_flips
             novelty = CellNovelty(cells, float(np.median(np.concatenate([v.ravel() for v in d]))))
             stats.append(FeatureStats(pooled.mean, pooled.precision, 12, 0.0, novelty))
             for t, dist in zip(tta_transforms("flips"), d):
+                # cell i covers pixels [32 i, 32 i + 32) of the (flipped) window
                 up = np.kron((dist > novelty.threshold).astype(np.float32), np.ones((32, 32)))
-                direct.append(invert(up, t))
+                direct.append(invert(up[:hh, :ww], t))
     direct = np.mean(direct, axis=0)  # one window: every weight is the same per pixel
     assert 0 < direct.mean() < 1
-    full = (slice(0, 96), slice(0, 64))
+    full = (slice(0, hh), slice(0, ww))
     res = predict_region(
         models, image, read_origin=(0, 0), windows=[(0, 0)], region=full,
-        tile_shape=(96, 64), n_classes=2, tta="flips", feature_stats=stats,
+        tile_shape=shape, n_classes=2, tta="flips", feature_stats=stats,
     )  # fmt: skip
     np.testing.assert_allclose(res.novelty, direct, atol=1e-6)
     plain = [FeatureStats(s.mean, s.precision, 12, 0.0) for s in stats]
     res = predict_region(
         models, image, read_origin=(0, 0), windows=[(0, 0)], region=full,
-        tile_shape=(96, 64), n_classes=2, tta="flips", feature_stats=plain,
+        tile_shape=shape, n_classes=2, tta="flips", feature_stats=plain,
     )  # fmt: skip
     assert res.novelty is None and res.distance is not None  # statistics of an older ensemble
 
 
 def test_ood_distance_blocked_equals_whole_and_is_checked(tmp_path, rng):
-    from conftest import make_random_ensemble
+    from test_qa import fitted_ensemble  # heads fitted to blobs: confident members (u < 1)
 
     from scaleseg.blocks import read_region
     from scaleseg.inference import (
@@ -225,7 +228,7 @@ def test_ood_distance_blocked_equals_whole_and_is_checked(tmp_path, rng):
     )
     from scaleseg.uncertainty import cell_distances
 
-    ens = make_random_ensemble(tmp_path / "ens", n_models=2)
+    ens = fitted_ensemble(tmp_path / "ens")
     train = tmp_path / "train" / "t.zarr"
     valid = tmp_path / "train" / "v.zarr"
     write_image(train, (rng.random((1, 150, 130)) * 255).astype(np.uint8), chunks=(64, 64))
@@ -272,11 +275,9 @@ def test_ood_distance_blocked_equals_whole_and_is_checked(tmp_path, rng):
         normalization=norm, tile_shape=(64, 64), max_cells=10,
     )  # fmt: skip
     assert n == 10 and capped.stats.n_samples == 10
-    write_image(
-        tmp_path / "col" / "a.zarr",
-        (rng.random((1, 131, 97)) * 255).astype(np.uint8),
-        chunks=(32, 32),
-    )
+    unlike = (rng.random((1, 131, 97)) * 255).astype(np.uint8)
+    unlike[:, 30:100, 20:80] = 255  # a saturated block: cells the training never showed
+    write_image(tmp_path / "col" / "a.zarr", unlike, chunks=(32, 32))
     refs = open_collection(tmp_path / "col")
     opts = PredictConfig(chunks=(32, 32), tile_shape=(64, 64), write_probabilities=False)
     blocked = predict_collection(
@@ -289,7 +290,7 @@ def test_ood_distance_blocked_equals_whole_and_is_checked(tmp_path, rng):
     assert (b["n_blocks"], w["n_blocks"]) == (6, 1)
     assert np.isfinite(w["ood_distance"]) and w["ood_distance"] > 0
     assert b["ood_distance"] == pytest.approx(w["ood_distance"], rel=1e-6)
-    assert w["U"] <= w["U_novel"] <= 1
+    assert w["U"] < w["U_novel"] <= 1  # some predicted foreground is novel
     assert b["U_novel"] == pytest.approx(w["U_novel"], rel=1e-6)
     # the statistics files are checked like the weights
     path = ens / m["folds"][1]["features"]["path"]

@@ -353,8 +353,11 @@ def test_qa_by_u_novel_uses_predicts_column_or_says_how_to_get_it(prediction, tm
     shutil.copytree(pred, copy)
     table = pd.read_parquet(copy / "images.parquet")
     assert table["U_novel"].isna().all()  # predict wrote the column (NaN: no statistics)
-    # U_novel >= U; here it reverses U's order so the two rankings differ
-    table["U_novel"] = table["U"] + (1.0 - table["U"].rank()) * 0.1
+    # U_novel >= U, raised most where U is lowest, so the two rankings differ
+    table["U_novel"] = table["U"] + 0.5 * table["U"].rank(ascending=False) / len(table)
+    assert (table["U_novel"].dropna() >= table["U"].dropna()).all()
+    order = table.dropna(subset=["U"]).sort_values
+    assert order("U_novel")["image"].tolist() != order("U")["image"].tolist()
     write_table(table, copy / "images", ["parquet", "csv"])
     assert main(["qa", str(copy), "-o", str(tmp_path / "qa"), *args]) == 0
     assert "U_novel rule" in capsys.readouterr().out

@@ -178,6 +178,32 @@ def test_predict_with_other_models_is_refused(trained, capsys, tmp_path):
     assert _untouched(trained) == before
 
 
+def test_predict_spec_records_feature_statistics_and_older_specs_still_resume(
+    trained, capsys, tmp_path
+):
+    """The feature statistics' checksums are part of predict's request (they decide
+    ood_distance and U_novel): a run made with other statistics is refused; a run stored before
+    the key existed is resumed as that scaleseg resumed it."""
+    import shutil
+
+    stored = json.loads((trained["pred"] / "run_spec.json").read_text())
+    assert "features" in stored["model"]
+    for case in ("older", "other"):
+        copy = tmp_path / case
+        shutil.copytree(trained["pred"], copy)
+        spec = json.loads((copy / "run_spec.json").read_text())
+        if case == "older":
+            spec["model"].pop("features")
+        else:
+            spec["model"]["features"] = ["0" * 64] * len(stored["model"]["features"])
+        (copy / "run_spec.json").write_text(json.dumps(spec))
+        rc, out, err = run_cli(_predict(trained, copy), capsys)
+        if case == "older":
+            assert rc == 0 and "(0 units run," in out, err
+        else:
+            assert rc == 1 and "model.features" in err, err
+
+
 def test_same_request_resumes_and_execution_options_may_change(trained, capsys):
     rc, out, _ = run_cli(_predict(trained, trained["pred"], "--batch-size", "2"), capsys)
     assert rc == 0 and "(0 units run," in out

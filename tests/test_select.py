@@ -110,6 +110,10 @@ def test_select_bad_inputs(prediction, tmp_path, capsys):
     err = capsys.readouterr().err  # a random test ensemble has no feature statistics
     assert rc == 1 and "'ood_distance' is undefined for every image" in err
     assert "re-run `scaleseg train`" in err
+    rc = main(["select", str(pred), "-o", str(tmp_path / "o"), "--n", "1", "--by", "U_novel"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "'U_novel' is undefined for every image" in err
+    assert "no per-cell part (re-run `scaleseg train`" in err
     everything = tmp_path / "all.txt"
     everything.write_text("img0\nimg2\nimg3\nood0\n")
     rc = main(

@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--n", type=int, required=True, help="images to select")
     p.add_argument(
         "--by",
-        choices=("U", "U_epistemic", "ood_distance"),
+        choices=("U", "U_novel", "U_epistemic", "ood_distance"),
         default="U",
         help="ranking score (default U)",
     )

@@ -7,6 +7,7 @@ the inverse transform and added, Gaussian-weighted, into running sums ``Σ w·p`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -62,12 +63,16 @@ class RegionPrediction:
 
 def _novel_pixels(feature_map, novelty, shape):
     """``(B, H, W)`` float32 tensor: 1 where the pixel's cell of ``feature_map`` ``(B, D, h, w)``
-    (a torch tensor) is novel, each cell covering its share of the ``shape`` window."""
+    (a torch tensor) is novel. Cell ``i`` covers pixels ``[s i, s (i + 1))`` of the ``shape``
+    window, ``s`` the encoder's stride (the power of two nearest ``H / h``: 32 for 5 stages);
+    a window that is no multiple of ``s`` ends in a partial last cell."""
     import torch
 
     novel = novelty.novel(feature_map.cpu().numpy())
-    t = torch.from_numpy(novel.astype(np.float32))[:, None].to(feature_map.device)
-    return torch.nn.functional.interpolate(t, size=tuple(shape), mode="nearest")[:, 0]
+    t = torch.from_numpy(novel.astype(np.float32)).to(feature_map.device)
+    (hh, ww), (h, w) = tuple(shape), novel.shape[-2:]
+    sy, sx = (2 ** round(math.log2(n / c)) for n, c in ((hh, h), (ww, w)))
+    return t.repeat_interleave(sy, dim=1).repeat_interleave(sx, dim=2)[:, :hh, :ww]
 
 
 def _invert_extra(ext, t):

@@ -46,7 +46,8 @@ def annotation_candidates(
     n : int
         How many to pick (fewer when fewer are left).
     by : str
-        The score column; ``U``, ``U_epistemic`` or ``ood_distance``.
+        The score column; ``U``, ``U_novel``, ``U_epistemic`` or ``ood_distance`` (or
+        ``U_border`` in a ``qa --score U_border`` table).
     annotated : iterable of str
         Image names that are already annotated (skipped).
     has_annotation : callable, optional
@@ -69,12 +70,12 @@ def annotation_candidates(
     score = pd.to_numeric(t[by], errors="coerce").to_numpy(np.float64)
     ok = (t["status"] == "ok").to_numpy()
     if by != "U" and not np.isfinite(score[ok]).any():
-        hint = (
-            ": the ensemble has no encoder-feature statistics (re-run `scaleseg train` on it to "
-            "add them, then predict again)"
-            if by == "ood_distance"
-            else ""
-        )
+        hint = {
+            "ood_distance": ": the ensemble has no encoder-feature statistics (re-run `scaleseg "
+            "train` on it to add them, then predict again)",
+            "U_novel": ": the ensemble's feature statistics have no per-cell part (re-run "
+            "`scaleseg train` on it to add it, then predict again)",
+        }.get(by, "")
         raise ValueError(f"score {by!r} is undefined for every image (all NaN){hint}")
     done = set(annotated)
     picked, skipped = [], []

@@ -32,9 +32,10 @@ __all__ = [
 ]
 
 _NO_NOVEL = (
-    "has no U_novel: its ensemble's feature statistics have no per-cell part (trained before "
-    "U_novel existed, or without validation images). Re-run `scaleseg train` with the same "
-    "arguments to complete them, then predict again"
+    "has no U_novel: it was predicted before U_novel existed, or its ensemble's feature "
+    "statistics have no per-cell part (trained before U_novel existed, or without validation "
+    "images). Re-run `scaleseg train` with the same arguments to complete the ensemble, then "
+    "predict again into a new folder (or with --overwrite)"
 )
 
 #: The image scores ``qa`` can rank, flag and correlate by (``--score``).

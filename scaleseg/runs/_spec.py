@@ -125,14 +125,24 @@ def _describe(key: str, old: Any, new: Any) -> str:
     return f"{key}: {old!r} -> {new!r}"
 
 
+#: Keys added to run specs after runs were stored with specs that lack them. A stored spec
+#: without one is compared without it: what that run used is not recorded, and the scaleseg
+#: that wrote it resumed it on the rest (``model.features``: the feature statistics' checksums,
+#: added with U_novel).
+LATER_KEYS = frozenset({"model.features"})
+
+
 def spec_differences(stored: RunSpec, requested: RunSpec) -> list[str]:
-    """One line per key whose value differs (post-steps are not compared: they may be added)."""
+    """One line per key whose value differs (post-steps are not compared: they may be added;
+    nor are :data:`LATER_KEYS` that the stored spec predates)."""
     a = _flatten(stored.model_dump(mode="json", exclude={"post_steps"}))
     b = _flatten(requested.model_dump(mode="json", exclude={"post_steps"}))
     missing = object()
     lines = []
     for key in sorted(set(a) | set(b)):
         old, new = a.get(key, missing), b.get(key, missing)
+        if old is missing and any(key == k or key.startswith(k + ".") for k in LATER_KEYS):
+            continue
         if old != new:
             lines.append(
                 _describe(key, None if old is missing else old, None if new is missing else new)

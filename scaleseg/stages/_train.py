@@ -59,8 +59,8 @@ class TrainResult:
             if self.features_completed:
                 lines.append(
                     "completed the feature statistics (written by an older scaleseg): "
-                    "ensemble.json changed; predictions made before need predict again for "
-                    "U_novel"
+                    "ensemble.json changed; for U_novel, predict again into a new folder (or "
+                    "with --overwrite)"
                 )
         elif self.folds_resumed:
             lines.append(f"resumed: folds {list(self.folds_resumed)} were finished and kept")

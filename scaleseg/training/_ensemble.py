@@ -454,9 +454,10 @@ def _threshold_lines(thr, novelty: bool) -> list[str]:
     if not novelty:
         return lines
     return lines + [
-        "`U_novel` (a column of predict's table, `qa --score U_novel`) raises u to 1 on "
-        "foreground pixels whose encoder cell lies beyond every cell of the fold's held-out "
-        "images: confident errors on structures the training never showed count as uncertain.",
+        "`U_novel` (a column of predict's table, `qa --score U_novel`) raises u on "
+        "foreground pixels to the share of members and flips that find the pixel's encoder "
+        "cell beyond every cell of the fold's held-out images (1 where all do): confident "
+        "errors on structures the training never showed count as uncertain.",
         "",
     ]
 

@@ -160,12 +160,12 @@ def fold_cell_novelty(
     )
     per_image = max(1, max_cells // len(train_items))
     rows: list[np.ndarray] = []
-    current: list[np.ndarray] = []  # the cells of one image (batches come image by image)
+    current: list[np.ndarray] = []  # one image's cells (batches come image by image)
 
     def keep() -> None:
         if current:
             cells = np.concatenate(current)
-            rows.append(cells[_spread(len(cells), per_image)].astype(np.float64))
+            rows.append(cells[_spread(len(cells), per_image)])
             current.clear()
 
     last = None
@@ -174,9 +174,11 @@ def fold_cell_novelty(
             keep()
             last = j
         _, b, d, h, w = maps.shape
-        current.append(np.moveaxis(maps[0], 1, -1).reshape(b * h * w, d))
+        cells = np.moveaxis(maps[0], 1, -1).reshape(b * h * w, d)
+        current.append(cells[_spread(len(cells), per_image)])  # bounded per batch too
     keep()
     train = np.concatenate(rows)
+    train = train[_spread(len(train), max_cells)]  # more images than max_cells
     if train.shape[0] < 2:
         return None, 0
     stats = fit_feature_stats(train)
