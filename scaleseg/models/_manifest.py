@@ -152,6 +152,11 @@ class EnsembleManifest(_Typed):
     def checksums(self) -> tuple[str, ...]:
         return tuple(f.sha256 for f in self.folds)
 
+    @property
+    def has_cell_novelty(self) -> bool:
+        """Whether every fold's feature statistics have the per-cell part (``U_novel``)."""
+        return all(f.features is not None and f.features.novelty for f in self.folds)
+
     @classmethod
     def read(cls, folder: str | Path) -> EnsembleManifest:
         """Read ``<folder>/ensemble.json``; errors name the file and the problem."""

@@ -82,11 +82,10 @@ class TrainResult:
                 f"feature-distance threshold for qa's review rule: {t.value:.4g} (the largest of "
                 f"{t.n_images} held-out training images; median {t.median:.4g})"
             )
-        novel = [f.features.novelty for f in m.folds if f.features and f.features.novelty]
-        if novel and len(novel) == len(m.folds):
+        if m.has_cell_novelty:
             lines.append(
                 "cell-novelty thresholds for U_novel: "
-                + ", ".join(f"{n.threshold:.4g}" for n in novel)
+                + ", ".join(f"{f.features.novelty.threshold:.4g}" for f in m.folds)
                 + " (per fold: the largest cell distance of its validation images)"
             )
         lines += [f"exported {p}" for p in self.exported]
@@ -211,8 +210,9 @@ def train(
     with run:
         done = tuple(finished_folds(out))
         manifest = None
-        completing = bool(done) and (out / "ensemble.json").is_file() and not _complete(out)
-        if _complete(out):
+        complete = _complete(out)
+        completing = bool(done) and (out / "ensemble.json").is_file() and not complete
+        if complete:
             manifest = EnsembleManifest.read(out)
         else:
             if needs_vote:

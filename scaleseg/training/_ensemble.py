@@ -399,10 +399,7 @@ def write_model_card(manifest: EnsembleManifest, path: Path) -> Path:
         "",
         *[line for w in saturation_warnings(manifest) for line in (f"**Warning**: {w}", "")],
         *_decision_lines(manifest.decision_threshold),
-        *_threshold_lines(
-            manifest.ood_threshold,
-            all(f.features is not None and f.features.novelty for f in manifest.folds),
-        ),
+        *_threshold_lines(manifest.ood_threshold, manifest.has_cell_novelty),
         "## Library versions",
         "",
         *[f"- {k}: {v}" for k, v in manifest.versions.items() if v],

@@ -142,14 +142,13 @@ def fold_cell_novelty(
     in all, evenly spread over each image's cells), and the threshold -- the largest distance
     of any cell of the validation images' windows under each of predict's four flips. None
     without validation images (nothing unseen to calibrate on) or with fewer than two cells.
-    Returns ``(novelty, n_cells)``.
     """
     import torch
 
-    from ..uncertainty import CellNovelty, cell_distances, fit_feature_stats
+    from ..uncertainty import CellNovelty, cell_distances, cell_rows, fit_feature_stats
 
     if not valid_items or not train_items:
-        return None, 0
+        return None
     kw = dict(
         normalization=normalization,
         tile_shape=tuple(tile_shape),
@@ -173,20 +172,19 @@ def fold_cell_novelty(
         if j != last:
             keep()
             last = j
-        _, b, d, h, w = maps.shape
-        cells = np.moveaxis(maps[0], 1, -1).reshape(b * h * w, d)
+        cells = cell_rows(maps[0])
         current.append(cells[_spread(len(cells), per_image)])  # bounded per batch too
     keep()
     train = np.concatenate(rows)
     train = train[_spread(len(train), max_cells)]  # more images than max_cells
     if train.shape[0] < 2:
-        return None, 0
+        return None
     stats = fit_feature_stats(train)
     largest = max(
         float(cell_distances(maps.reshape(-1, *maps.shape[2:]), stats).max())
         for _, maps in _window_features(model, valid_items, tta="flips", **kw)
     )
-    return CellNovelty(stats, largest), int(train.shape[0])
+    return CellNovelty(stats, largest)
 
 
 def fold_features(
@@ -329,7 +327,6 @@ def ensure_fold_features(
     arrays = {k: v.numpy() for k, v in read_weights(path).items()} if path.is_file() else {}
     stats = FeatureStats.from_arrays(arrays) if arrays else None
     calibration = arrays.get("calibration")
-    n_cells = int(arrays["cell_n_samples"].ravel()[0]) if "cell_n_samples" in arrays else 0
     missing_cells = stats is not None and stats.novelty is None and bool(valid_items)
     if stats is None or (calibration is None and valid_items) or missing_cells:
         if torch_threads:  # a worker task: torch threads and the allocator
@@ -356,7 +353,7 @@ def ensure_fold_features(
                 image_distances(model, valid_items, stats, **kw) if valid_items else np.zeros(0)
             )
         if stats.novelty is None:
-            novelty, n_cells = fold_cell_novelty(model, train_items, valid_items, **kw)
+            novelty = fold_cell_novelty(model, train_items, valid_items, **kw)
             stats = dataclasses.replace(stats, novelty=novelty)
         arrays = {k: torch.from_numpy(v) for k, v in stats.to_arrays().items()}
         arrays["calibration"] = torch.from_numpy(np.asarray(calibration, dtype=np.float64))
@@ -374,7 +371,7 @@ def ensure_fold_features(
         "novelty": None
         if stats.novelty is None
         else {
-            "n_cells": n_cells,
+            "n_cells": stats.novelty.stats.n_samples,
             "threshold": round(stats.novelty.threshold, 6),
             "rule": NOVELTY_RULE,
         },

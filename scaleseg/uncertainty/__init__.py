@@ -12,6 +12,7 @@ __getattr__, __dir__, __all__ = attach(
         "UncertaintyMaps": "._maps",
         "argmax_labels": "._maps",
         "cell_distances": "._features",
+        "cell_rows": "._features",
         "combine_partials": "._maps",
         "fit_feature_stats": "._features",
         "image_score": "._maps",

@@ -24,6 +24,7 @@ __all__ = [
     "CellNovelty",
     "FeatureStats",
     "cell_distances",
+    "cell_rows",
     "fit_feature_stats",
     "ledoit_wolf",
     "mahalanobis",
@@ -192,9 +193,15 @@ def mahalanobis(features: np.ndarray, stats: FeatureStats) -> np.ndarray:
 def cell_distances(feature_map: np.ndarray, stats: FeatureStats) -> np.ndarray:
     """Mahalanobis distance of every cell of ``feature_map`` ``(B, D, h, w)`` (one ``D``-vector
     per position) to ``stats``: ``(B, h, w)`` float64."""
+    rows = cell_rows(feature_map)  # checks the shape
+    b, _, h, w = np.shape(feature_map)
+    return mahalanobis(rows, stats).reshape(b, h, w)
+
+
+def cell_rows(feature_map: np.ndarray) -> np.ndarray:
+    """The cells of ``feature_map`` ``(B, D, h, w)`` as rows ``(B h w, D)`` (batch, then row-major
+    position)."""
     f = np.asarray(feature_map)
     if f.ndim != 4:
         raise ValueError(f"need a (B, D, h, w) feature map, got shape {f.shape}")
-    b, d, h, w = f.shape
-    rows = np.moveaxis(f, 1, -1).reshape(b * h * w, d)
-    return mahalanobis(rows, stats).reshape(b, h, w)
+    return np.moveaxis(f, 1, -1).reshape(-1, f.shape[1])
